@@ -1,0 +1,336 @@
+//! The one typed configuration of leadsync.
+//!
+//! Layers, later ones winning: the commented defaults in
+//! `config.default.toml`, an optional TOML file named by `LEADSYNC_CONFIG`,
+//! then `LEADSYNC__SECTION__KEY` environment variables. [`Settings::load`]
+//! validates once and names the offending key in its error.
+
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The commented defaults, compiled in.
+pub const DEFAULTS: &str = include_str!("../config.default.toml");
+/// Environment prefix of overrides (`LEADSYNC__APPLICATION__PORT=9000`).
+pub const ENV_PREFIX: &str = "LEADSYNC__";
+/// Environment variable naming an optional TOML file.
+pub const FILE_ENV: &str = "LEADSYNC_CONFIG";
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A key is missing, of the wrong type, or has an invalid value.
+    #[error("configuration key `{key}`: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `redis.idempotency_ttl_secs`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The dotted key the error is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Invalid { key, .. } => key,
+        }
+    }
+}
+
+/// All settings. Sections match the TOML tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The ingester's HTTP server.
+    pub application: ApplicationSettings,
+    /// The HubSpot app.
+    pub hubspot: HubSpotSettings,
+    /// The Redis holding the queues.
+    pub redis: RedisSettings,
+    /// The platform's Postgres.
+    pub database: DatabaseSettings,
+    /// Logs and traces.
+    pub telemetry: TelemetrySettings,
+}
+
+/// `[application]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationSettings {
+    /// Interface to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one (tests).
+    pub port: u16,
+    /// Public URL prefix HubSpot calls, without a trailing slash.
+    pub public_base_url: String,
+    /// Largest accepted body, in bytes.
+    pub body_limit_bytes: usize,
+    /// Deadline for Redis to acknowledge a request's events, in milliseconds.
+    pub enqueue_deadline_ms: u64,
+    /// HTTP worker threads (0 = one per core).
+    pub http_workers: usize,
+    /// Grace period after SIGTERM, in seconds.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl ApplicationSettings {
+    /// The enqueue deadline as a duration.
+    pub fn enqueue_deadline(&self) -> Duration {
+        Duration::from_millis(self.enqueue_deadline_ms)
+    }
+}
+
+/// `[hubspot]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSpotSettings {
+    /// Client secrets valid for webhook signatures (rotation: several).
+    pub client_secrets: Vec<SecretString>,
+    /// Refuse requests without a v3 signature.
+    pub require_signature_v3: bool,
+    /// v3 replay window, in seconds.
+    pub signature_max_age_secs: u64,
+    /// The HubSpot app id.
+    pub app_id: u64,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Connection URL (may hold a password, hence secret).
+    pub url: SecretString,
+    /// Prefix of every queue key.
+    pub key_prefix: String,
+    /// Dedupe memory for event identities, in seconds (at least 7 days).
+    pub idempotency_ttl_secs: u64,
+    /// Connect timeout, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Response timeout, in milliseconds.
+    pub response_timeout_ms: u64,
+    /// Most events in one push.
+    pub max_push_batch: usize,
+    /// Pushes in flight at once.
+    pub push_concurrency: usize,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Connection URL (may hold a password, hence secret).
+    pub url: SecretString,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// `service.name` of traces.
+    pub service_name: String,
+    /// `json` or `pretty`.
+    pub log_format: LogFormat,
+    /// EnvFilter directives.
+    pub log_filter: String,
+    /// OTLP/HTTP traces endpoint; empty = off.
+    pub otlp_endpoint: String,
+    /// Sampled fraction of traces.
+    pub sample_ratio: f64,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// Seven days: HubSpot retries a delivery for about one.
+pub const MIN_IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
+
+impl Settings {
+    /// Loads defaults, the optional file and the environment, then validates.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        // The one place the process environment is read directly.
+        if let Some(path) = std::env::var_os(FILE_ENV) {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::from_figment(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+    }
+
+    /// Defaults with `overrides` (TOML text) on top: for tests and tools
+    /// that must not depend on the process environment.
+    pub fn from_toml(overrides: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(overrides)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Self = figment.extract().map_err(|e| {
+            let key = if e.path.is_empty() {
+                // Unknown-field errors name the field in the message only.
+                match &e.kind {
+                    figment::error::Kind::UnknownField(field, _) => field.clone(),
+                    _ => "<root>".to_owned(),
+                }
+            } else {
+                e.path.join(".")
+            };
+            ConfigError::invalid(&key, e.kind.to_string())
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let app = &self.application;
+        let url = url::Url::parse(&app.public_base_url).map_err(|e| {
+            ConfigError::invalid("application.public_base_url", format!("not a URL: {e}"))
+        })?;
+        if !matches!(url.scheme(), "http" | "https")
+            || url.query().is_some()
+            || app.public_base_url.ends_with('/')
+        {
+            return Err(ConfigError::invalid(
+                "application.public_base_url",
+                "must be an http(s) URL without query and without a trailing slash",
+            ));
+        }
+        if app.body_limit_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "application.body_limit_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if !(1..=4_500).contains(&app.enqueue_deadline_ms) {
+            return Err(ConfigError::invalid(
+                "application.enqueue_deadline_ms",
+                "must be between 1 and 4500 (HubSpot abandons a delivery after 5 s)",
+            ));
+        }
+        if self.hubspot.signature_max_age_secs == 0 {
+            return Err(ConfigError::invalid(
+                "hubspot.signature_max_age_secs",
+                "must be positive",
+            ));
+        }
+        if self
+            .hubspot
+            .client_secrets
+            .iter()
+            .any(|s| s.expose_secret().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "hubspot.client_secrets",
+                "contains an empty secret",
+            ));
+        }
+        let redis = &self.redis;
+        if url::Url::parse(redis.url.expose_secret())
+            .map(|u| !matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix"))
+            .unwrap_or(true)
+        {
+            return Err(ConfigError::invalid(
+                "redis.url",
+                "must be a redis:// or rediss:// URL",
+            ));
+        }
+        if redis.key_prefix.is_empty() || redis.key_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "redis.key_prefix",
+                "must be non-empty, without spaces",
+            ));
+        }
+        if redis.idempotency_ttl_secs < MIN_IDEMPOTENCY_TTL_SECS {
+            return Err(ConfigError::invalid(
+                "redis.idempotency_ttl_secs",
+                format!(
+                    "must be at least {MIN_IDEMPOTENCY_TTL_SECS} (7 days): HubSpot redelivers for about a day"
+                ),
+            ));
+        }
+        if redis.max_push_batch == 0 || redis.max_push_batch > 5_000 {
+            return Err(ConfigError::invalid(
+                "redis.max_push_batch",
+                "must be between 1 and 5000",
+            ));
+        }
+        if redis.push_concurrency == 0 {
+            return Err(ConfigError::invalid(
+                "redis.push_concurrency",
+                "must be positive",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
+            return Err(ConfigError::invalid(
+                "telemetry.sample_ratio",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let s = Settings::from_toml("").unwrap();
+        assert_eq!(s.application.port, 8080);
+        assert_eq!(s.redis.idempotency_ttl_secs, MIN_IDEMPOTENCY_TTL_SECS);
+        assert_eq!(s.telemetry.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Settings::from_toml("[redis]\nidempotency_ttl_secs = 60").unwrap_err();
+        assert_eq!(e.key(), "redis.idempotency_ttl_secs");
+        let e = Settings::from_toml("[application]\nport = \"eighty\"").unwrap_err();
+        assert_eq!(e.key(), "application.port", "{e}");
+        let e =
+            Settings::from_toml("[application]\npublic_base_url = \"https://x.io/\"").unwrap_err();
+        assert_eq!(e.key(), "application.public_base_url");
+        let e = Settings::from_toml("[redis]\nnope = 1").unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_use_double_underscores() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LEADSYNC__APPLICATION__PORT", "9001");
+            jail.set_env("LEADSYNC__HUBSPOT__CLIENT_SECRETS", "[\"a\",\"b\"]");
+            let s = Settings::from_figment(
+                Figment::from(Toml::string(DEFAULTS)).merge(Env::prefixed(ENV_PREFIX).split("__")),
+            )
+            .expect("loads");
+            assert_eq!(s.application.port, 9001);
+            assert_eq!(s.hubspot.client_secrets.len(), 2);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let s = Settings::from_toml("[hubspot]\nclient_secrets = [\"hunter2\"]").unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

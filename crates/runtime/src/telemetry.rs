@@ -1,0 +1,135 @@
+//! Logs and traces, built in exactly one place.
+//!
+//! Logs are JSON (or pretty) lines filtered by `telemetry.log_filter`. When
+//! `telemetry.otlp_endpoint` is set, spans are also exported over OTLP/HTTP,
+//! and the W3C trace-context propagator is installed so that a job can carry
+//! the trace of the request that enqueued it.
+
+use std::collections::HashMap;
+use std::sync::Once;
+
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::config::{LogFormat, TelemetrySettings};
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// `telemetry.log_filter` is not a valid filter.
+    #[error("configuration key `telemetry.log_filter`: {0}")]
+    Filter(String),
+    /// The OTLP exporter could not be built.
+    #[error("configuration key `telemetry.otlp_endpoint`: {0}")]
+    Exporter(String),
+    /// A global subscriber was already installed.
+    #[error("telemetry was already initialised: {0}")]
+    AlreadyInitialised(String),
+}
+
+/// Flushes and stops trace export when dropped.
+#[must_use = "dropping the guard stops trace export"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            // Nothing useful can be done with a flush error while exiting.
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber (and the OTLP pipeline when configured).
+pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
+    let filter = EnvFilter::try_new(&settings.log_filter)
+        .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    let provider = if settings.otlp_endpoint.is_empty() {
+        None
+    } else {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(&settings.otlp_endpoint)
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        Some(
+            SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                    settings.sample_ratio,
+                ))))
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name(settings.service_name.clone())
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer().with_tracer(p.tracer(settings.service_name.clone()))
+    });
+    let (json, pretty) = match settings.log_format {
+        LogFormat::Json => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            ),
+            None,
+        ),
+        LogFormat::Pretty => (None, Some(tracing_subscriber::fmt::layer())),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(pretty)
+        .with(otel)
+        .try_init()
+        .map_err(|e| TelemetryError::AlreadyInitialised(e.to_string()))?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// For tests: logs go to the test writer, and only when `TEST_LOG` is set.
+pub fn init_for_tests() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::new("info"))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// The W3C trace context of `span` (`traceparent`, and `tracestate` when set),
+/// ready to travel inside a job. Empty when no trace is being recorded.
+pub fn trace_context_of(span: &tracing::Span) -> HashMap<String, String> {
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier
+}
+
+/// Makes `span` a child of the trace carried in `carrier` (see [`trace_context_of`]).
+pub fn continue_trace(span: &tracing::Span, carrier: &HashMap<String, String>) {
+    if carrier.is_empty() {
+        return;
+    }
+    let parent = TraceContextPropagator::new().extract(carrier);
+    // Fails only when the span is disabled; then there is nothing to link.
+    let _ = span.set_parent(parent);
+}
