@@ -178,7 +178,17 @@ impl Settings {
     /// Defaults with `overrides` (TOML text) on top: for tests and tools
     /// that must not depend on the process environment.
     pub fn from_toml(overrides: &str) -> Result<Self, ConfigError> {
-        Self::from_figment(Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(overrides)))
+        Self::from_toml_layers(&[overrides])
+    }
+
+    /// Defaults with each TOML layer merged on top, later layers winning.
+    pub fn from_toml_layers(layers: &[&str]) -> Result<Self, ConfigError> {
+        let figment = layers
+            .iter()
+            .fold(Figment::from(Toml::string(DEFAULTS)), |f, layer| {
+                f.merge(Toml::string(layer))
+            });
+        Self::from_figment(figment)
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {

@@ -1,0 +1,295 @@
+//! Group commit for webhook events.
+//!
+//! One Redis round trip per HTTP request caps a single-event workload at the
+//! round-trip rate. Instead every request hands its events to a dispatcher,
+//! which gathers whatever concurrent requests have queued (up to
+//! `redis.max_push_batch` events) into one apalis-redis bulk push and tells
+//! each request when Redis acknowledged its events. Under light load a push
+//! holds one request; under heavy load pushes grow and their number stays low.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apalis::prelude::{TaskBuilder, TaskId};
+use apalis_redis::RedisTask;
+use leadsync_runtime::config::RedisSettings;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::Instrument as _;
+
+use crate::{InboundEvent, QueueError, connection_config, inbound_config, redis_client};
+
+/// Counters of the enqueuer, registered in the binary's registry.
+#[derive(Clone)]
+pub struct QueueMetrics {
+    enqueued: IntCounter,
+    duplicates: IntCounter,
+    pushes: IntCounterVec,
+    push_size: Histogram,
+    push_seconds: Histogram,
+}
+
+impl QueueMetrics {
+    /// Creates and registers the collectors.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let enqueued = IntCounter::with_opts(Opts::new(
+            "leadsync_events_enqueued_total",
+            "Webhook events newly written to the queue",
+        ))?;
+        let duplicates = IntCounter::with_opts(Opts::new(
+            "leadsync_events_duplicate_total",
+            "Webhook events already queued (HubSpot redeliveries), not queued again",
+        ))?;
+        let pushes = IntCounterVec::new(
+            Opts::new(
+                "leadsync_queue_pushes_total",
+                "Bulk pushes to Redis by outcome",
+            ),
+            &["outcome"],
+        )?;
+        let push_size = Histogram::with_opts(
+            HistogramOpts::new("leadsync_queue_push_events", "Events per bulk push").buckets(vec![
+                1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0,
+            ]),
+        )?;
+        let push_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "leadsync_queue_push_seconds",
+                "Duration of one bulk push to Redis",
+            )
+            .buckets(leadsync_runtime::metrics::LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(enqueued.clone()))?;
+        registry.register(Box::new(duplicates.clone()))?;
+        registry.register(Box::new(pushes.clone()))?;
+        registry.register(Box::new(push_size.clone()))?;
+        registry.register(Box::new(push_seconds.clone()))?;
+        Ok(Self {
+            enqueued,
+            duplicates,
+            pushes,
+            push_size,
+            push_seconds,
+        })
+    }
+
+    /// Collectors registered nowhere (tools and tests that do not export them).
+    pub fn unregistered() -> Self {
+        Self::register(&Registry::new()).expect("a fresh registry accepts every collector")
+    }
+}
+
+/// Events of one request, and where to report the outcome.
+struct PushRequest {
+    tasks: Vec<RedisTask>,
+    reply: oneshot::Sender<Result<(), Arc<QueueError>>>,
+}
+
+/// Hands events to Redis in bulk; cheap to clone.
+#[derive(Clone)]
+pub struct Enqueuer {
+    tx: mpsc::Sender<PushRequest>,
+    conn: Arc<Connection>,
+}
+
+/// A lazily established connection: the ingester starts (and answers 503)
+/// while Redis is down, and connects once it is back.
+struct Connection {
+    client: redis::Client,
+    config: redis::aio::ConnectionManagerConfig,
+    manager: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+}
+
+impl Connection {
+    async fn get(&self) -> Result<redis::aio::ConnectionManager, QueueError> {
+        let manager = self
+            .manager
+            .get_or_try_init(|| {
+                self.client
+                    .get_connection_manager_with_config(self.config.clone())
+            })
+            .await?;
+        Ok(manager.clone())
+    }
+}
+
+impl Enqueuer {
+    /// Starts the dispatcher on the current tokio runtime. No connection is
+    /// made until the first push or [`Enqueuer::ping`].
+    pub fn start(settings: &RedisSettings, metrics: QueueMetrics) -> Result<Self, QueueError> {
+        let conn = Arc::new(Connection {
+            client: redis_client(settings)?,
+            config: connection_config(settings),
+            manager: tokio::sync::OnceCell::new(),
+        });
+        // A bounded channel: when Redis stalls, requests wait here (and hit
+        // their deadline) instead of piling up without limit.
+        let (tx, rx) = mpsc::channel(settings.max_push_batch * settings.push_concurrency * 4);
+        let dispatcher = Dispatcher {
+            rx,
+            conn: Arc::clone(&conn),
+            config: inbound_config(settings),
+            max_batch: settings.max_push_batch,
+            permits: Arc::new(Semaphore::new(settings.push_concurrency)),
+            metrics,
+        };
+        tokio::spawn(dispatcher.run());
+        Ok(Self { tx, conn })
+    }
+
+    /// Queues `events` and waits until Redis has acknowledged all of them, or
+    /// `deadline` passes. Events already queued (same key) are not queued again.
+    pub async fn enqueue(
+        &self,
+        events: Vec<InboundEvent>,
+        deadline: Duration,
+    ) -> Result<(), QueueError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let tasks = events.iter().map(to_task).collect::<Result<Vec<_>, _>>()?;
+        let (reply, outcome) = oneshot::channel();
+        let wait = async {
+            self.tx
+                .send(PushRequest { tasks, reply })
+                .await
+                .map_err(|_| QueueError::Closed)?;
+            match outcome.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(shared)) => Err(unshare(&shared)),
+                Err(_) => Err(QueueError::Closed),
+            }
+        };
+        tokio::time::timeout(deadline, wait)
+            .await
+            .map_err(|_| QueueError::Deadline(deadline))?
+    }
+
+    /// Checks that Redis answers (readiness).
+    pub async fn ping(&self, deadline: Duration) -> Result<(), QueueError> {
+        let ping = async {
+            let mut conn = self.conn.get().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            Ok(())
+        };
+        tokio::time::timeout(deadline, ping)
+            .await
+            .map_err(|_| QueueError::Deadline(deadline))?
+    }
+}
+
+/// A push failure is shared by every request of the push; each gets its own copy.
+fn unshare(e: &QueueError) -> QueueError {
+    match e {
+        QueueError::Redis(r) => QueueError::Redis(redis::RedisError::from((
+            r.kind(),
+            "bulk push failed",
+            r.to_string(),
+        ))),
+        QueueError::Deadline(d) => QueueError::Deadline(*d),
+        QueueError::Closed => QueueError::Closed,
+        other => QueueError::Redis(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "bulk push failed",
+            other.to_string(),
+        ))),
+    }
+}
+
+/// The apalis task of an event: payload in apalis's JSON codec, and the event
+/// key as both task id and idempotency key.
+fn to_task(event: &InboundEvent) -> Result<RedisTask, QueueError> {
+    let bytes = serde_json::to_vec(event)?;
+    Ok(TaskBuilder::new(bytes)
+        .task_id(TaskId::from_string(event.key.as_str()))
+        .idempotency_key(event.key.as_str())
+        .build())
+}
+
+struct Dispatcher {
+    rx: mpsc::Receiver<PushRequest>,
+    conn: Arc<Connection>,
+    config: apalis_redis::Config,
+    max_batch: usize,
+    permits: Arc<Semaphore>,
+    metrics: QueueMetrics,
+}
+
+impl Dispatcher {
+    async fn run(mut self) {
+        while let Some(first) = self.rx.recv().await {
+            // Wait for a free push slot first: while all slots are busy, more
+            // requests arrive and join this push.
+            let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
+                return;
+            };
+            let mut size = first.tasks.len();
+            let mut requests = vec![first];
+            while size < self.max_batch {
+                match self.rx.try_recv() {
+                    Ok(next) => {
+                        size += next.tasks.len();
+                        requests.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let conn = Arc::clone(&self.conn);
+            let config = self.config.clone();
+            let metrics = self.metrics.clone();
+            tokio::spawn(
+                async move {
+                    push(&conn, &config, requests, &metrics).await;
+                    drop(permit);
+                }
+                .instrument(tracing::debug_span!("queue.push", events = size)),
+            );
+        }
+    }
+}
+
+async fn push(
+    conn: &Connection,
+    config: &apalis_redis::Config,
+    requests: Vec<PushRequest>,
+    metrics: &QueueMetrics,
+) {
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(requests.iter().map(|r| r.tasks.len()).sum());
+    let mut replies = Vec::with_capacity(requests.len());
+    for r in requests {
+        // A request whose caller already gave up (deadline) still gets
+        // pushed: HubSpot will redeliver it and the key makes that harmless.
+        tasks.extend(r.tasks);
+        replies.push(r.reply);
+    }
+    let result = async {
+        let mut manager = conn.get().await?;
+        let (enqueued, scheduled) =
+            apalis_redis::queries::push_tasks(&mut manager, config, &tasks).await?;
+        Ok::<u64, QueueError>(u64::from(enqueued) + u64::from(scheduled))
+    }
+    .await;
+    metrics
+        .push_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.push_size.observe(tasks.len() as f64);
+    let outcome = match result {
+        Ok(new) => {
+            let total = tasks.len() as u64;
+            metrics.enqueued.inc_by(new);
+            metrics.duplicates.inc_by(total.saturating_sub(new));
+            metrics.pushes.with_label_values(&["ok"]).inc();
+            Ok(())
+        }
+        Err(e) => {
+            metrics.pushes.with_label_values(&["error"]).inc();
+            tracing::warn!(error = %e, events = tasks.len(), "Bulk push to Redis failed");
+            Err(Arc::new(e))
+        }
+    };
+    for reply in replies {
+        // The receiver is gone when its request hit its deadline.
+        let _ = reply.send(outcome.clone());
+    }
+}

@@ -1,0 +1,75 @@
+//! Read-only views of a queue (and a purge for tests and tools): depth,
+//! stored payloads, keys.
+
+use leadsync_domain::EventKey;
+use leadsync_runtime::config::RedisSettings;
+use redis::AsyncCommands as _;
+
+use crate::{InboundEvent, QueueError, inbound_config, redis_client};
+
+/// Looks into the inbound-event queue.
+pub struct QueueInspector {
+    conn: redis::aio::MultiplexedConnection,
+    config: apalis_redis::Config,
+    prefix: String,
+}
+
+impl QueueInspector {
+    /// Connects to the queue's Redis.
+    pub async fn connect(settings: &RedisSettings) -> Result<Self, QueueError> {
+        let conn = redis_client(settings)?
+            .get_multiplexed_async_connection()
+            .await?;
+        Ok(Self {
+            conn,
+            config: inbound_config(settings),
+            prefix: settings.key_prefix.clone(),
+        })
+    }
+
+    /// Jobs stored (waiting, running or finished but not yet vacuumed).
+    pub async fn stored(&mut self) -> Result<u64, QueueError> {
+        Ok(self.conn.hlen(self.config.job_data_hash()).await?)
+    }
+
+    /// Jobs waiting for a worker (scheduled or ready).
+    pub async fn waiting(&mut self) -> Result<u64, QueueError> {
+        let scheduled: u64 = self.conn.zcard(self.config.scheduled_jobs_set()).await?;
+        let active: u64 = self.conn.llen(self.config.active_jobs_list()).await?;
+        Ok(scheduled + active)
+    }
+
+    /// Every stored job id.
+    pub async fn ids(&mut self) -> Result<Vec<String>, QueueError> {
+        Ok(self.conn.hkeys(self.config.job_data_hash()).await?)
+    }
+
+    /// The payload stored for `key`.
+    pub async fn get(&mut self, key: &EventKey) -> Result<Option<InboundEvent>, QueueError> {
+        let raw: Option<Vec<u8>> = self
+            .conn
+            .hget(self.config.job_data_hash(), key.as_str())
+            .await?;
+        raw.map(|bytes| serde_json::from_slice(&bytes).map_err(QueueError::from))
+            .transpose()
+    }
+
+    /// Deletes every key under the configured prefix. For tests and local
+    /// resets only: it drops queued work.
+    pub async fn purge(&mut self) -> Result<u64, QueueError> {
+        let pattern = format!("{}:*", self.prefix);
+        let keys: Vec<String> = {
+            let mut iter = self.conn.scan_match::<_, String>(&pattern).await?;
+            let mut keys = Vec::new();
+            while let Some(k) = futures::StreamExt::next(&mut iter).await {
+                keys.push(k?);
+            }
+            keys
+        };
+        let mut deleted = 0;
+        for chunk in keys.chunks(500) {
+            deleted += self.conn.del::<_, u64>(chunk).await?;
+        }
+        Ok(deleted)
+    }
+}

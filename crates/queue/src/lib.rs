@@ -1,0 +1,53 @@
+//! The job queue: the only crate of leadsync that knows apalis.
+//!
+//! Queues live in Redis in apalis-redis's layout, so apalis workers consume
+//! them. The ingester pushes through [`Enqueuer`], which gathers the events of
+//! concurrent requests into one bulk push (one Lua call) and answers each
+//! request once Redis has acknowledged its events.
+
+mod enqueuer;
+pub mod error;
+pub mod inspect;
+pub mod jobs;
+
+pub use enqueuer::{Enqueuer, QueueMetrics};
+pub use error::QueueError;
+pub use inspect::QueueInspector;
+pub use jobs::{INBOUND_QUEUE, InboundEvent};
+
+use std::time::Duration;
+
+use leadsync_runtime::config::RedisSettings;
+
+/// The full Redis name of a queue: `{key_prefix}:{queue}`.
+pub fn queue_name(settings: &RedisSettings, queue: &str) -> String {
+    format!("{}:{queue}", settings.key_prefix)
+}
+
+/// The apalis-redis configuration of the inbound-event queue.
+///
+/// The idempotency TTL is always set: with apalis-redis's default (`None`)
+/// a pushed idempotency key is deleted at once and nothing is deduplicated.
+pub fn inbound_config(settings: &RedisSettings) -> apalis_redis::Config {
+    apalis_redis::Config::default()
+        .queue(queue_name(settings, INBOUND_QUEUE))
+        .idempotency_ttl(Some(Duration::from_secs(settings.idempotency_ttl_secs)))
+        // Nobody subscribes to apalis-board's pub/sub events; each would cost a PUBLISH.
+        .emit_events(false)
+        .heartbeat_interval(Duration::from_secs(10))
+        .missed_heartbeats(3)
+}
+
+/// Opens a Redis client (no connection is made until first use).
+pub fn redis_client(settings: &RedisSettings) -> Result<redis::Client, QueueError> {
+    use secrecy::ExposeSecret as _;
+    redis::Client::open(settings.url.expose_secret()).map_err(QueueError::from)
+}
+
+/// Connection-manager settings derived from the configured timeouts.
+pub fn connection_config(settings: &RedisSettings) -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)))
+        .set_response_timeout(Some(Duration::from_millis(settings.response_timeout_ms)))
+        .set_number_of_retries(1)
+}
