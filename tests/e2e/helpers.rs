@@ -18,7 +18,6 @@ pub const PUBLIC_BASE: &str = "https://hooks.leadsync.test";
 /// A running ingester and a view of its queue.
 pub struct TestIngester {
     pub address: String,
-    pub settings: Settings,
     pub http: reqwest::Client,
     pub queue: QueueInspector,
     handle: leadsync_ingester::startup::StopHandle,
@@ -72,7 +71,6 @@ impl TestIngester {
             .expect("redis is running on 127.0.0.1:6379");
         Self {
             address,
-            settings,
             http: reqwest::Client::new(),
             queue,
             handle,
@@ -129,7 +127,7 @@ pub fn batch(portal: u64, first_event_id: u64, n: u64) -> String {
     let events: Vec<String> = (0..n)
         .map(|i| {
             let id = first_event_id + i;
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 format!(
                     r#"{{"eventId":{id},"subscriptionId":11,"portalId":{portal},"appId":777,"occurredAt":{},"subscriptionType":"contact.creation","attemptNumber":0,"objectId":{},"changeFlag":"CREATED","changeSource":"CRM_UI","sourceId":"userId:5"}}"#,
                     1_700_000_000_000u64 + id,

@@ -15,7 +15,9 @@ use tracing_actix_web::TracingLogger;
 use crate::metrics::IngestMetrics;
 use crate::routes;
 
-/// What every request handler shares.
+/// What request handlers use. Each HTTP worker thread has its own copy with
+/// its own [`Enqueuer`], so a request never waits on another thread.
+#[derive(Clone)]
 pub struct AppState {
     /// Keys of webhook signatures.
     pub secrets: WebhookSecrets,
@@ -48,28 +50,37 @@ impl Application {
             "configuration key `hubspot.client_secrets`: the ingester needs at least one client secret",
         )?;
         let metrics = IngestMetrics::new().context("registering metrics")?;
-        let enqueuer = Enqueuer::start(&settings.redis, metrics.queue.clone())
+        let redis = leadsync_queue::redis_client(&settings.redis)
             .context("configuration key `redis.url`")?;
-        let state = web::Data::new(AppState {
-            secrets,
-            policy: SignaturePolicy {
-                require_v3: settings.hubspot.require_signature_v3,
-                max_age: Duration::from_secs(settings.hubspot.signature_max_age_secs),
-            },
-            public_base_url: app.public_base_url.clone(),
-            body_limit: app.body_limit_bytes,
-            enqueue_deadline: app.enqueue_deadline(),
-            enqueuer,
-            metrics,
-        });
+        let redis_settings = settings.redis.clone();
+        let policy = SignaturePolicy {
+            require_v3: settings.hubspot.require_signature_v3,
+            max_age: Duration::from_secs(settings.hubspot.signature_max_age_secs),
+        };
+        let public_base_url = app.public_base_url.clone();
+        let (body_limit, enqueue_deadline) = (app.body_limit_bytes, app.enqueue_deadline());
         let listener = TcpListener::bind((app.host.as_str(), app.port))
             .with_context(|| format!("binding {}:{}", app.host, app.port))?;
         let port = listener.local_addr()?.port();
         let mut server = HttpServer::new(move || {
+            // Runs once on each worker thread, inside its runtime.
+            let state = AppState {
+                secrets: secrets.clone(),
+                policy,
+                public_base_url: public_base_url.clone(),
+                body_limit,
+                enqueue_deadline,
+                enqueuer: Enqueuer::start_with_client(
+                    redis.clone(),
+                    &redis_settings,
+                    metrics.queue.clone(),
+                ),
+                metrics: metrics.clone(),
+            };
             App::new()
                 .wrap(from_fn(routes::count_requests))
                 .wrap(TracingLogger::default())
-                .app_data(state.clone())
+                .app_data(web::Data::new(state))
                 .configure(routes::configure)
         })
         .shutdown_timeout(app.shutdown_timeout_secs)

@@ -7,7 +7,7 @@
 //! each request when Redis acknowledged its events. Under light load a push
 //! holds one request; under heavy load pushes grow and their number stays low.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use apalis::prelude::{TaskBuilder, TaskId};
@@ -79,9 +79,98 @@ impl QueueMetrics {
     }
 }
 
+/// Pushes events straight to Redis in one bulk call per slice, without the
+/// enqueuer's batching: the queue's own ceiling, for benchmarks and tools.
+#[derive(Clone)]
+pub struct BulkPusher {
+    conn: Arc<Connection>,
+    config: apalis_redis::Config,
+}
+
+/// What a bulk push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// Events newly queued.
+    pub new: u64,
+    /// Events whose key was already queued.
+    pub duplicates: u64,
+}
+
+impl BulkPusher {
+    /// Connects lazily to the queue's Redis.
+    pub fn new(settings: &RedisSettings) -> Result<Self, QueueError> {
+        Ok(Self {
+            conn: Arc::new(Connection::new(settings)?),
+            config: inbound_config(settings),
+        })
+    }
+
+    /// Queues `events` in one Lua call.
+    pub async fn push(&self, events: &[InboundEvent]) -> Result<PushOutcome, QueueError> {
+        let tasks = events.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        push_tasks(&self.conn, &self.config, &tasks).await
+    }
+
+    /// Queues `events` with apalis-redis's own bulk push, for comparison in
+    /// benchmarks. Its tasks wait in the scheduled set (see `push_events.lua`).
+    pub async fn push_with_apalis_script(
+        &self,
+        events: &[InboundEvent],
+    ) -> Result<PushOutcome, QueueError> {
+        let tasks = events
+            .iter()
+            .map(|e| {
+                Ok(TaskBuilder::new(serde_json::to_vec(e)?)
+                    .task_id(TaskId::from_string(e.key.as_str()))
+                    .idempotency_key(e.key.as_str())
+                    .build())
+            })
+            .collect::<Result<Vec<RedisTask>, QueueError>>()?;
+        let mut manager = self.conn.get().await?;
+        let (enqueued, scheduled) =
+            apalis_redis::queries::push_tasks(&mut manager, &self.config, &tasks).await?;
+        let new = u64::from(enqueued) + u64::from(scheduled);
+        Ok(PushOutcome {
+            new,
+            duplicates: (tasks.len() as u64).saturating_sub(new),
+        })
+    }
+}
+
+async fn push_tasks(
+    conn: &Connection,
+    config: &apalis_redis::Config,
+    tasks: &[EncodedEvent],
+) -> Result<PushOutcome, QueueError> {
+    if tasks.is_empty() {
+        return Ok(PushOutcome {
+            new: 0,
+            duplicates: 0,
+        });
+    }
+    let mut manager = conn.get().await?;
+    let ttl = config.idempotency_ttl.map_or(0, |t| t.as_secs()).max(1);
+    let mut invocation = PUSH_SCRIPT.key(config.job_data_hash());
+    invocation
+        .key(config.active_jobs_list())
+        .key(config.signal_list())
+        .key(config.job_meta_hash())
+        .key(config.idempotency_key_set())
+        .arg(ttl)
+        .arg(MAX_ATTEMPTS);
+    for task in tasks {
+        invocation.arg(&task.id).arg(&task.payload);
+    }
+    let new: u64 = invocation.invoke_async(&mut manager).await?;
+    Ok(PushOutcome {
+        new,
+        duplicates: (tasks.len() as u64).saturating_sub(new),
+    })
+}
+
 /// Events of one request, and where to report the outcome.
 struct PushRequest {
-    tasks: Vec<RedisTask>,
+    tasks: Vec<EncodedEvent>,
     reply: oneshot::Sender<Result<(), Arc<QueueError>>>,
 }
 
@@ -101,6 +190,18 @@ struct Connection {
 }
 
 impl Connection {
+    fn new(settings: &RedisSettings) -> Result<Self, QueueError> {
+        Ok(Self::with_client(redis_client(settings)?, settings))
+    }
+
+    fn with_client(client: redis::Client, settings: &RedisSettings) -> Self {
+        Self {
+            client,
+            config: connection_config(settings),
+            manager: tokio::sync::OnceCell::new(),
+        }
+    }
+
     async fn get(&self) -> Result<redis::aio::ConnectionManager, QueueError> {
         let manager = self
             .manager
@@ -117,11 +218,22 @@ impl Enqueuer {
     /// Starts the dispatcher on the current tokio runtime. No connection is
     /// made until the first push or [`Enqueuer::ping`].
     pub fn start(settings: &RedisSettings, metrics: QueueMetrics) -> Result<Self, QueueError> {
-        let conn = Arc::new(Connection {
-            client: redis_client(settings)?,
-            config: connection_config(settings),
-            manager: tokio::sync::OnceCell::new(),
-        });
+        Ok(Self::start_with_client(
+            redis_client(settings)?,
+            settings,
+            metrics,
+        ))
+    }
+
+    /// Like [`Enqueuer::start`] with a client opened beforehand. An HTTP
+    /// server starts one enqueuer per worker thread: requests, dispatcher and
+    /// Redis connection then share a thread and never wake another.
+    pub fn start_with_client(
+        client: redis::Client,
+        settings: &RedisSettings,
+        metrics: QueueMetrics,
+    ) -> Self {
+        let conn = Arc::new(Connection::with_client(client, settings));
         // A bounded channel: when Redis stalls, requests wait here (and hit
         // their deadline) instead of piling up without limit.
         let (tx, rx) = mpsc::channel(settings.max_push_batch * settings.push_concurrency * 4);
@@ -134,7 +246,7 @@ impl Enqueuer {
             metrics,
         };
         tokio::spawn(dispatcher.run());
-        Ok(Self { tx, conn })
+        Self { tx, conn }
     }
 
     /// Queues `events` and waits until Redis has acknowledged all of them, or
@@ -147,7 +259,7 @@ impl Enqueuer {
         if events.is_empty() {
             return Ok(());
         }
-        let tasks = events.iter().map(to_task).collect::<Result<Vec<_>, _>>()?;
+        let tasks = events.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
         let (reply, outcome) = oneshot::channel();
         let wait = async {
             self.tx
@@ -196,15 +308,27 @@ fn unshare(e: &QueueError) -> QueueError {
     }
 }
 
-/// The apalis task of an event: payload in apalis's JSON codec, and the event
-/// key as both task id and idempotency key.
-fn to_task(event: &InboundEvent) -> Result<RedisTask, QueueError> {
-    let bytes = serde_json::to_vec(event)?;
-    Ok(TaskBuilder::new(bytes)
-        .task_id(TaskId::from_string(event.key.as_str()))
-        .idempotency_key(event.key.as_str())
-        .build())
+/// An event ready for the push script: its task id and its payload in
+/// apalis's JSON codec.
+#[derive(Debug, Clone)]
+pub(crate) struct EncodedEvent {
+    id: String,
+    payload: Vec<u8>,
 }
+
+fn encode(event: &InboundEvent) -> Result<EncodedEvent, QueueError> {
+    Ok(EncodedEvent {
+        id: event.key.as_str().to_owned(),
+        payload: serde_json::to_vec(event)?,
+    })
+}
+
+/// Tasks whose attempts apalis-redis records as unlimited in practice: its
+/// ack script re-schedules failures until 25 attempts whatever this says.
+const MAX_ATTEMPTS: u32 = 25;
+
+static PUSH_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("push_events.lua")));
 
 struct Dispatcher {
     rx: mpsc::Receiver<PushRequest>,
@@ -263,22 +387,15 @@ async fn push(
         tasks.extend(r.tasks);
         replies.push(r.reply);
     }
-    let result = async {
-        let mut manager = conn.get().await?;
-        let (enqueued, scheduled) =
-            apalis_redis::queries::push_tasks(&mut manager, config, &tasks).await?;
-        Ok::<u64, QueueError>(u64::from(enqueued) + u64::from(scheduled))
-    }
-    .await;
+    let result = push_tasks(conn, config, &tasks).await;
     metrics
         .push_seconds
         .observe(started.elapsed().as_secs_f64());
     metrics.push_size.observe(tasks.len() as f64);
     let outcome = match result {
-        Ok(new) => {
-            let total = tasks.len() as u64;
+        Ok(PushOutcome { new, duplicates }) => {
             metrics.enqueued.inc_by(new);
-            metrics.duplicates.inc_by(total.saturating_sub(new));
+            metrics.duplicates.inc_by(duplicates);
             metrics.pushes.with_label_values(&["ok"]).inc();
             Ok(())
         }

@@ -10,7 +10,7 @@ pub mod error;
 pub mod inspect;
 pub mod jobs;
 
-pub use enqueuer::{Enqueuer, QueueMetrics};
+pub use enqueuer::{BulkPusher, Enqueuer, PushOutcome, QueueMetrics};
 pub use error::QueueError;
 pub use inspect::QueueInspector;
 pub use jobs::{INBOUND_QUEUE, InboundEvent};
@@ -40,8 +40,16 @@ pub fn inbound_config(settings: &RedisSettings) -> apalis_redis::Config {
 
 /// Opens a Redis client (no connection is made until first use).
 pub fn redis_client(settings: &RedisSettings) -> Result<redis::Client, QueueError> {
+    use redis::IntoConnectionInfo as _;
     use secrecy::ExposeSecret as _;
-    redis::Client::open(settings.url.expose_secret()).map_err(QueueError::from)
+    let info = settings
+        .url
+        .expose_secret()
+        .into_connection_info()?
+        // Pushes are pipelined on one connection: with Nagle's algorithm a
+        // push waits for the previous one's ACK, adding delayed-ACK latency.
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    redis::Client::open(info).map_err(QueueError::from)
 }
 
 /// Connection-manager settings derived from the configured timeouts.

@@ -269,7 +269,7 @@ proptest! {
         prop_assume!(decode_uri(&u) != decode_uri(&uri) || !matches!(part, Part::Uri));
         // The original verifies...
         let ok = UnverifiedRequest {
-            method, uri: &uri, body: Bytes::from(body.clone()),
+            method, uri: &uri, body: Bytes::from(body),
             headers: SignatureHeaders { signature_v3: Some(&sig), timestamp: Some(&ts_s), ..Default::default() },
         }.verify(&secrets(&secret), SignaturePolicy::default(), ts);
         prop_assert!(ok.is_ok());

@@ -1,0 +1,410 @@
+//! `leadsync-bench ingest`: the webhook ingester under load, next to the two
+//! ceilings it is judged against, all measured in the same run:
+//!
+//! 1. the queue's own bulk-push rate (same payloads, 100 events per Lua call,
+//!    several callers, no HTTP);
+//! 2. the ingester with HubSpot-style signed batches of 100 events;
+//! 3. a bare actix-web endpoint that reads the body and answers 200;
+//! 4. the ingester with single-event requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use leadsync_domain::WebhookBatch;
+use leadsync_hubspot::signature::{
+    self, HEADER_REQUEST_TIMESTAMP, HEADER_SIGNATURE, HEADER_SIGNATURE_V3, HEADER_SIGNATURE_VERSION,
+};
+use leadsync_ingester::Application;
+use leadsync_queue::{BulkPusher, InboundEvent, QueueInspector};
+use leadsync_runtime::Settings;
+
+use crate::loadgen::{self, LoadReport};
+use crate::stats::{Percentiles, ms, rate};
+
+const SECRET: &str = "bench-client-secret";
+const PUBLIC_BASE: &str = "https://hooks.leadsync.bench";
+const PATH: &str = "/webhooks/hubspot";
+
+/// Flags of `leadsync-bench ingest`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Requests of 100 events each.
+    #[arg(long, default_value_t = 3_000)]
+    pub batch_requests: usize,
+    /// Concurrent connections sending batches (HubSpot opens at most 10 per account).
+    #[arg(long, default_value_t = 8)]
+    pub batch_connections: usize,
+    /// Single-event requests.
+    #[arg(long, default_value_t = 200_000)]
+    pub single_requests: usize,
+    /// Concurrent connections sending single events.
+    #[arg(long, default_value_t = 64)]
+    pub single_connections: usize,
+    /// Concurrent callers of the bulk push when measuring the queue's ceiling.
+    #[arg(long, default_value_t = 8)]
+    pub push_callers: usize,
+    /// HTTP worker threads of the servers (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub http_workers: usize,
+    /// Log filter of the ingester under test (production runs "info").
+    #[arg(long, default_value = "info")]
+    pub log_filter: String,
+    /// Redis holding the benchmark's queue (its keys are deleted afterwards).
+    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
+    pub redis_url: String,
+}
+
+/// Runs the four measurements and prints them.
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let settings = Settings::from_toml(&format!(
+        r#"
+        [application]
+        host = "127.0.0.1"
+        port = 0
+        public_base_url = "{PUBLIC_BASE}"
+        http_workers = {workers}
+        [hubspot]
+        client_secrets = ["{SECRET}"]
+        [redis]
+        url = "{url}"
+        key_prefix = "{prefix}"
+        [telemetry]
+        log_filter = "{filter}"
+        "#,
+        filter = options.log_filter,
+        workers = options.http_workers,
+        url = options.redis_url,
+    ))?;
+    let _telemetry = leadsync_runtime::telemetry::init(&settings.telemetry)?;
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("loadgen")
+        .enable_all()
+        .build()?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "leadsync ingest benchmark: {cores} cores, Redis {}",
+        options.redis_url
+    );
+    let result = client.block_on(measure(options, &settings));
+    client.block_on(async {
+        if let Ok(mut q) = QueueInspector::connect(&settings.redis).await {
+            let _ = q.purge().await;
+        }
+    });
+    result
+}
+
+async fn measure(options: &Options, settings: &Settings) -> anyhow::Result<()> {
+    let mut queue = QueueInspector::connect(&settings.redis)
+        .await
+        .context("connecting to Redis")?;
+    let batch_events = options.batch_requests * 100;
+
+    // 0. For reference: apalis-redis's own bulk push of the same payloads.
+    let events = inbound_events(1, batch_events);
+    let apalis = push_ceiling(settings, events, options.push_callers, Script::ApalisRedis).await?;
+    println!(
+        "apalis push     apalis-redis push_tasks, 100 per call, {} callers  {batch_events} events in {:.2} s = {:.0} events/s",
+        options.push_callers,
+        apalis.as_secs_f64(),
+        rate(batch_events as u64, apalis)
+    );
+    check_stored(&mut queue, batch_events).await?;
+    queue.purge().await?;
+
+    // 1. Queue ceiling: the same payloads through the queue's push, no HTTP.
+    let events = inbound_events(1, batch_events);
+    let ceiling = push_ceiling(settings, events, options.push_callers, Script::Leadsync).await?;
+    let ceiling_rate = rate(batch_events as u64, ceiling);
+    println!(
+        "queue ceiling   leadsync bulk push, 100 per call, {} callers  {batch_events} events in {:.2} s = {:.0} events/s",
+        options.push_callers,
+        ceiling.as_secs_f64(),
+        ceiling_rate
+    );
+    check_stored(&mut queue, batch_events).await?;
+    queue.purge().await?;
+
+    // 2. The ingester, batches of 100.
+    let ingester = start_ingester(settings.clone())?;
+    let requests = signed_requests(ingester, 10_000_000, options.batch_requests, 100);
+    warm_up(ingester, 20_000_000, 100).await?;
+    let mut report = loadgen::run(ingester, requests, options.batch_connections).await?;
+    let batch_rate = rate(report.requests * 100, report.elapsed);
+    print_http(
+        &format!(
+            "ingester        batches of 100, {} connections   ",
+            options.batch_connections
+        ),
+        &mut report,
+        100,
+    );
+    println!(
+        "                ratio to the queue ceiling: {:.2} (target >= 0.70)",
+        batch_rate / ceiling_rate
+    );
+    check_stored(&mut queue, batch_events + 100 * WARM_UP).await?;
+    queue.purge().await?;
+
+    // 3. A bare actix endpoint: what HTTP alone costs here.
+    let bare = start_bare_endpoint(options.http_workers)?;
+    let requests = signed_requests(bare, 30_000_000, options.single_requests, 1);
+    let mut bare_report = loadgen::run(bare, requests, options.single_connections).await?;
+    let bare_rate = rate(bare_report.requests, bare_report.elapsed);
+    print_http(
+        &format!(
+            "bare actix 200  single events, {} connections  ",
+            options.single_connections
+        ),
+        &mut bare_report,
+        1,
+    );
+
+    // 4. The ingester, single-event requests.
+    let requests = signed_requests(ingester, 40_000_000, options.single_requests, 1);
+    let pushes_before = push_stats(ingester).await?;
+    let mut single = loadgen::run(ingester, requests, options.single_connections).await?;
+    let single_rate = rate(single.requests, single.elapsed);
+    print_http(
+        &format!(
+            "ingester        single events, {} connections  ",
+            options.single_connections
+        ),
+        &mut single,
+        1,
+    );
+    let pushes_after = push_stats(ingester).await?;
+    let (pushes, pushed) = (
+        pushes_after.0 - pushes_before.0,
+        pushes_after.1 - pushes_before.1,
+    );
+    println!(
+        "                ratio to the bare endpoint: {:.2} (target >= 0.50); {pushes:.0} Redis pushes, {:.1} events per push",
+        single_rate / bare_rate,
+        pushed / pushes.max(1.0)
+    );
+    check_stored(&mut queue, options.single_requests).await?;
+    Ok(())
+}
+
+const WARM_UP: usize = 200;
+
+/// (pushes, events pushed) so far, from the ingester's own metrics.
+async fn push_stats(ingester: SocketAddr) -> anyhow::Result<(f64, f64)> {
+    let metrics = loadgen::get(ingester, "/metrics").await?;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((
+        value("leadsync_queue_push_events_count"),
+        value("leadsync_queue_push_events_sum"),
+    ))
+}
+
+/// Opens connections and fills caches before the clock starts.
+async fn warm_up(addr: SocketAddr, first_id: u64, per_request: usize) -> anyhow::Result<()> {
+    let requests = signed_requests(addr, first_id, WARM_UP, per_request);
+    loadgen::run(addr, requests, 4).await?;
+    Ok(())
+}
+
+fn print_http(label: &str, report: &mut LoadReport, events_per_request: u64) {
+    let p = Percentiles::of(&mut report.latencies_us);
+    let events = report.requests * events_per_request;
+    println!(
+        "{label}{} requests ({events} events) in {:.2} s = {:.0} req/s, {:.0} events/s; p50 {} p99 {} max {}; non-200: {}",
+        report.requests,
+        report.elapsed.as_secs_f64(),
+        rate(report.requests, report.elapsed),
+        rate(events, report.elapsed),
+        ms(p.p50),
+        ms(p.p99),
+        ms(p.max),
+        report.non_200,
+    );
+}
+
+/// Every event must be in Redis: a fast run that lost events is no result.
+async fn check_stored(queue: &mut QueueInspector, expected: usize) -> anyhow::Result<()> {
+    let stored = queue.stored().await?;
+    anyhow::ensure!(
+        stored == expected as u64,
+        "expected {expected} events in the queue, found {stored}"
+    );
+    Ok(())
+}
+
+/// A HubSpot-shaped event (creation or property change) of about 300 bytes.
+fn event_json(id: u64) -> String {
+    let portal = 62_515 + id % 4;
+    let occurred = 1_764_000_000_000u64 + id;
+    if id.is_multiple_of(6) {
+        format!(
+            r#"{{"eventId":{id},"subscriptionId":3327050,"portalId":{portal},"appId":9318066,"occurredAt":{occurred},"subscriptionType":"contact.creation","attemptNumber":0,"objectId":{},"changeFlag":"CREATED","changeSource":"IMPORT","sourceId":"userId:74322246"}}"#,
+            100_000_000_000 + id / 6
+        )
+    } else {
+        format!(
+            r#"{{"eventId":{id},"subscriptionId":3327051,"portalId":{portal},"appId":9318066,"occurredAt":{occurred},"subscriptionType":"contact.propertyChange","attemptNumber":0,"objectId":{},"propertyName":"firstname","propertyValue":"Maria {id}","changeSource":"CRM_UI","sourceId":"userId:74322246"}}"#,
+            100_000_000_000 + id / 6
+        )
+    }
+}
+
+fn batch_json(first_id: u64, n: usize) -> String {
+    let events: Vec<String> = (0..n as u64).map(|i| event_json(first_id + i)).collect();
+    format!("[{}]", events.join(","))
+}
+
+fn inbound_events(first_id: u64, n: usize) -> Vec<InboundEvent> {
+    let now = now_ms();
+    WebhookBatch::parse(batch_json(first_id, n).as_bytes())
+        .expect("generated events parse")
+        .into_events()
+        .into_iter()
+        .map(|e| InboundEvent::new(e, now, Default::default(), None))
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `count` requests of `per_request` distinct events, signed as HubSpot signs.
+fn signed_requests(
+    addr: SocketAddr,
+    first_id: u64,
+    count: usize,
+    per_request: usize,
+) -> Arc<Vec<Bytes>> {
+    let host = addr.to_string();
+    let ts = now_ms().to_string();
+    let uri = format!("{PUBLIC_BASE}{PATH}");
+    let requests = (0..count)
+        .map(|i| {
+            let body = batch_json(first_id + (i * per_request) as u64, per_request);
+            let headers = [
+                (
+                    HEADER_SIGNATURE,
+                    signature::sign_v1(SECRET, body.as_bytes()),
+                ),
+                (HEADER_SIGNATURE_VERSION, "v1".to_owned()),
+                (
+                    HEADER_SIGNATURE_V3,
+                    signature::sign_v3(SECRET, "POST", &uri, body.as_bytes(), &ts),
+                ),
+                (HEADER_REQUEST_TIMESTAMP, ts.clone()),
+            ];
+            loadgen::build_request(&host, PATH, &headers, body.as_bytes())
+        })
+        .collect();
+    Arc::new(requests)
+}
+
+/// Which push script a ceiling measures.
+#[derive(Debug, Clone, Copy)]
+enum Script {
+    Leadsync,
+    ApalisRedis,
+}
+
+async fn push_ceiling(
+    settings: &Settings,
+    events: Vec<InboundEvent>,
+    callers: usize,
+    script: Script,
+) -> anyhow::Result<Duration> {
+    let pusher = BulkPusher::new(&settings.redis)?;
+    // Connect before the clock starts.
+    pusher.push(&[]).await.ok();
+    let chunks: Vec<Vec<InboundEvent>> = events.chunks(100).map(<[_]>::to_vec).collect();
+    let chunks = Arc::new(chunks);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (pusher, chunks, next) = (pusher.clone(), Arc::clone(&chunks), Arc::clone(&next));
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(chunk) = chunks.get(i) else { break };
+                    match script {
+                        Script::Leadsync => pusher.push(chunk).await?,
+                        Script::ApalisRedis => pusher.push_with_apalis_script(chunk).await?,
+                    };
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(started.elapsed())
+}
+
+/// Runs the ingester on its own runtime thread, as its binary would.
+fn start_ingester(settings: Settings) -> anyhow::Result<SocketAddr> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ingester-main")
+            .enable_all()
+            .build()
+            .expect("ingester runtime");
+        rt.block_on(async move {
+            match Application::build(&settings) {
+                Ok(app) => {
+                    let _ = tx.send(Ok(app.port()));
+                    let _ = app.run_until_stopped().await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    });
+    let port = rx.recv().context("ingester thread died")??;
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// The reference: actix-web reading the body and answering 200, nothing else.
+fn start_bare_endpoint(workers: usize) -> anyhow::Result<SocketAddr> {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bare-main")
+            .enable_all()
+            .build()
+            .expect("bare runtime");
+        rt.block_on(async move {
+            let mut server = HttpServer::new(|| {
+                App::new().route(
+                    PATH,
+                    web::post().to(|_body: web::Bytes| async { HttpResponse::Ok().finish() }),
+                )
+            });
+            if workers > 0 {
+                server = server.workers(workers);
+            }
+            if let Ok(server) = server.listen(listener) {
+                let _ = server.run().await;
+            }
+        });
+    });
+    Ok(addr)
+}

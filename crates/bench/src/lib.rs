@@ -1,0 +1,6 @@
+//! Benchmarks of leadsync. Numbers come from running the real components on
+//! loopback against the local Redis; nothing here asserts a time.
+
+pub mod ingest;
+pub mod loadgen;
+pub mod stats;

@@ -1,0 +1,46 @@
+-- Queues events for apalis-redis workers, in apalis-redis 1.0.0's key layout.
+--
+-- Unlike apalis-redis's own batch push, which parks every new task in the
+-- scheduled set (from where one fetch promotes *all* due tasks with a single
+-- unpack(), failing past ~8,000), ready events go straight to the active
+-- list. It also spends three commands per event instead of five plus a
+-- cjson decode.
+--
+-- KEYS[1] task data hash        (Q:data)
+-- KEYS[2] active list           (Q:active)
+-- KEYS[3] signal list           (Q:signal)
+-- KEYS[4] task metadata prefix  (Q:meta)
+-- KEYS[5] idempotency prefix    (Q:idempotency)
+-- ARGV[1] idempotency TTL in seconds (> 0)
+-- ARGV[2] max attempts recorded in the metadata
+-- ARGV[3..] pairs: task id (= idempotency key), payload
+-- Returns the number of events newly queued.
+
+local ttl = ARGV[1]
+local max_attempts = ARGV[2]
+local fresh = {}
+
+for i = 3, #ARGV, 2 do
+    local id = ARGV[i]
+    -- The claim expires after the TTL; the data entry dedupes meanwhile too,
+    -- but is removed once the task is done and vacuumed.
+    if redis.call('SET', KEYS[5] .. ':' .. id, id, 'NX', 'EX', ttl) then
+        if redis.call('HSETNX', KEYS[1], id, ARGV[i + 1]) == 1 then
+            redis.call('HSET', KEYS[4] .. ':' .. id,
+                'attempts', 0, 'max_attempts', max_attempts, 'status', 'Pending', 'idempotency_key', id)
+            fresh[#fresh + 1] = id
+        end
+    end
+end
+
+-- unpack() is bounded by Lua's C stack: push in slices.
+for first = 1, #fresh, 1000 do
+    redis.call('RPUSH', KEYS[2], unpack(fresh, first, math.min(first + 999, #fresh)))
+end
+
+if #fresh > 0 then
+    redis.call('DEL', KEYS[3])
+    redis.call('LPUSH', KEYS[3], 1)
+end
+
+return #fresh
