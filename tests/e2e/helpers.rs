@@ -115,6 +115,11 @@ impl TestIngester {
         self.queue.stored().await.expect("redis answers")
     }
 
+    /// A handle that stops the server.
+    pub fn stop_handle(&self) -> leadsync_ingester::startup::StopHandle {
+        self.handle.clone()
+    }
+
     /// Stops the server and deletes the test's Redis keys.
     pub async fn stop(mut self) {
         self.handle.stop(true).await;

@@ -452,3 +452,103 @@ async fn health_readiness_and_metrics_endpoints() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn each_job_carries_the_w3c_trace_context_of_its_request() {
+    // Arrange: telemetry as the binary sets it up, exporting to a closed port
+    // (export fails quietly; spans still get trace ids).
+    let settings = test_settings(
+        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:9/v1/traces\"\nlog_filter = \"warn,leadsync_ingester=info\"",
+    );
+    let _guard = leadsync_runtime::telemetry::init(&settings.telemetry)
+        .expect("nextest runs each test in its own process, so no subscriber is installed yet");
+    let mut app = TestIngester::spawn_with(settings).await;
+    let body = batch(8, 1, 2);
+
+    // Act
+    let res = app.post_signed(PATH, &body).await;
+
+    // Assert
+    assert_eq!(res.status(), 200);
+    let batch = WebhookBatch::parse(body.as_bytes()).unwrap();
+    let mut trace_ids = Vec::new();
+    for ev in batch.events() {
+        let job = app.queue.get(ev.key()).await.unwrap().unwrap();
+        let traceparent = job.trace.get("traceparent").expect("a traceparent is stored");
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{traceparent}");
+        assert_eq!(parts[1].len(), 32, "{traceparent}");
+        assert_ne!(parts[1], "0".repeat(32), "{traceparent}");
+        trace_ids.push(parts[1].to_owned());
+    }
+    assert_eq!(trace_ids[0], trace_ids[1], "events of one request share its trace");
+    app.stop().await;
+}
+
+/// A TCP proxy to the local Redis that holds every reply for `delay`.
+async fn slow_redis_proxy(delay: Duration) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect("127.0.0.1:6379").await.unwrap();
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_graceful_stop_finishes_in_flight_requests_and_refuses_new_ones() {
+    // Arrange: Redis answers slowly, so a request is still in flight when we stop.
+    let port = slow_redis_proxy(Duration::from_millis(150)).await;
+    let settings = test_settings(&format!(
+        "[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\n[application]\nenqueue_deadline_ms = 4000\nshutdown_timeout_secs = 10"
+    ));
+    let mut app = TestIngester::spawn_with(settings).await;
+    let body = batch(9, 1, 3);
+    let in_flight = {
+        let (http, url) = (app.http.clone(), format!("{}{PATH}", app.address));
+        let ts = now_ms().to_string();
+        let sig = leadsync_hubspot::signature::sign_v3(SECRET, "POST", &format!("{PUBLIC_BASE}{PATH}"), body.as_bytes(), &ts);
+        let body = body.clone();
+        tokio::spawn(async move {
+            http.post(url)
+                .header("X-HubSpot-Signature-v3", sig)
+                .header("X-HubSpot-Request-Timestamp", ts)
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Act
+    let stopping = app.stop_handle();
+    let stopped = tokio::spawn(async move { stopping.stop(true).await });
+    let status = in_flight.await.unwrap();
+    stopped.await.unwrap();
+    let after = reqwest::Client::new().get(format!("{}/healthz", app.address)).send().await;
+
+    // Assert
+    assert_eq!(status.expect("the in-flight request was answered"), 200);
+    assert_eq!(app.jobs().await, 3, "its events were queued before the stop completed");
+    assert!(after.is_err(), "the stopped server still accepts connections");
+    app.queue.purge().await.unwrap();
+}
