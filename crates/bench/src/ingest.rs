@@ -34,8 +34,9 @@ pub struct Options {
     /// Requests of 100 events each.
     #[arg(long, default_value_t = 3_000)]
     pub batch_requests: usize,
-    /// Concurrent connections sending batches (HubSpot opens at most 10 per account).
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent connections sending batches (HubSpot opens at most 10 per
+    /// account). Two already saturate Redis here; more only queue (Little's law).
+    #[arg(long, default_value_t = 2)]
     pub batch_connections: usize,
     /// Single-event requests.
     #[arg(long, default_value_t = 200_000)]
@@ -46,12 +47,18 @@ pub struct Options {
     /// Concurrent callers of the bulk push when measuring the queue's ceiling.
     #[arg(long, default_value_t = 8)]
     pub push_callers: usize,
+    /// Events per bulk push when measuring the queue's ceilings.
+    #[arg(long, default_value_t = 100)]
+    pub push_size: usize,
     /// HTTP worker threads of the servers (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub http_workers: usize,
     /// Log filter of the ingester under test (production runs "info").
     #[arg(long, default_value = "info")]
     pub log_filter: String,
+    /// Extra settings (TOML) for the ingester under test, e.g. "[redis]\npush_concurrency = 2".
+    #[arg(long, default_value = "")]
+    pub settings: String,
     /// Redis holding the benchmark's queue (its keys are deleted afterwards).
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     pub redis_url: String,
@@ -60,7 +67,7 @@ pub struct Options {
 /// Runs the four measurements and prints them.
 pub fn run(options: &Options) -> anyhow::Result<()> {
     let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let settings = Settings::from_toml(&format!(
+    let base = format!(
         r#"
         [application]
         host = "127.0.0.1"
@@ -78,7 +85,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         filter = options.log_filter,
         workers = options.http_workers,
         url = options.redis_url,
-    ))?;
+    );
+    let settings = Settings::from_toml_layers(&[&base, &options.settings])?;
     let _telemetry = leadsync_runtime::telemetry::init(&settings.telemetry)?;
     let client = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -107,9 +115,12 @@ async fn measure(options: &Options, settings: &Settings) -> anyhow::Result<()> {
 
     // 0. For reference: apalis-redis's own bulk push of the same payloads.
     let events = inbound_events(1, batch_events);
-    let apalis = push_ceiling(settings, events, options.push_callers, Script::ApalisRedis).await?;
+    let cpu = Cpu::start(&mut queue).await?;
+    let apalis = push_ceiling(settings, events, options.push_callers, options.push_size, Script::ApalisRedis).await?;
+    let apalis_cpu = cpu.stop(&mut queue, batch_events as u64).await?;
     println!(
-        "apalis push     apalis-redis push_tasks, 100 per call, {} callers  {batch_events} events in {:.2} s = {:.0} events/s",
+        "apalis push     apalis-redis push_tasks, {} per call, {} callers  {batch_events} events in {:.2} s = {:.0} events/s; {apalis_cpu}",
+        options.push_size,
         options.push_callers,
         apalis.as_secs_f64(),
         rate(batch_events as u64, apalis)
@@ -119,10 +130,13 @@ async fn measure(options: &Options, settings: &Settings) -> anyhow::Result<()> {
 
     // 1. Queue ceiling: the same payloads through the queue's push, no HTTP.
     let events = inbound_events(1, batch_events);
-    let ceiling = push_ceiling(settings, events, options.push_callers, Script::Leadsync).await?;
+    let cpu = Cpu::start(&mut queue).await?;
+    let ceiling = push_ceiling(settings, events, options.push_callers, options.push_size, Script::Leadsync).await?;
+    let ceiling_cpu = cpu.stop(&mut queue, batch_events as u64).await?;
     let ceiling_rate = rate(batch_events as u64, ceiling);
     println!(
-        "queue ceiling   leadsync bulk push, 100 per call, {} callers  {batch_events} events in {:.2} s = {:.0} events/s",
+        "queue ceiling   leadsync bulk push, {} per call, {} callers  {batch_events} events in {:.2} s = {:.0} events/s; {ceiling_cpu}",
+        options.push_size,
         options.push_callers,
         ceiling.as_secs_f64(),
         ceiling_rate
@@ -134,7 +148,9 @@ async fn measure(options: &Options, settings: &Settings) -> anyhow::Result<()> {
     let ingester = start_ingester(settings.clone())?;
     let requests = signed_requests(ingester, 10_000_000, options.batch_requests, 100);
     warm_up(ingester, 20_000_000, 100).await?;
+    let cpu = Cpu::start(&mut queue).await?;
     let mut report = loadgen::run(ingester, requests, options.batch_connections).await?;
+    let batch_cpu = cpu.stop(&mut queue, report.requests * 100).await?;
     let batch_rate = rate(report.requests * 100, report.elapsed);
     print_http(
         &format!(
@@ -145,7 +161,7 @@ async fn measure(options: &Options, settings: &Settings) -> anyhow::Result<()> {
         100,
     );
     println!(
-        "                ratio to the queue ceiling: {:.2} (target >= 0.70)",
+        "                ratio to the queue ceiling: {:.2} (target >= 0.70); {batch_cpu}",
         batch_rate / ceiling_rate
     );
     check_stored(&mut queue, batch_events + 100 * WARM_UP).await?;
@@ -154,7 +170,9 @@ async fn measure(options: &Options, settings: &Settings) -> anyhow::Result<()> {
     // 3. A bare actix endpoint: what HTTP alone costs here.
     let bare = start_bare_endpoint(options.http_workers)?;
     let requests = signed_requests(bare, 30_000_000, options.single_requests, 1);
+    let cpu = Cpu::start(&mut queue).await?;
     let mut bare_report = loadgen::run(bare, requests, options.single_connections).await?;
+    let bare_cpu = cpu.stop(&mut queue, bare_report.requests).await?;
     let bare_rate = rate(bare_report.requests, bare_report.elapsed);
     print_http(
         &format!(
@@ -164,11 +182,14 @@ async fn measure(options: &Options, settings: &Settings) -> anyhow::Result<()> {
         &mut bare_report,
         1,
     );
+    println!("                {bare_cpu}");
 
     // 4. The ingester, single-event requests.
     let requests = signed_requests(ingester, 40_000_000, options.single_requests, 1);
     let pushes_before = push_stats(ingester).await?;
+    let cpu = Cpu::start(&mut queue).await?;
     let mut single = loadgen::run(ingester, requests, options.single_connections).await?;
+    let single_cpu = cpu.stop(&mut queue, single.requests).await?;
     let single_rate = rate(single.requests, single.elapsed);
     print_http(
         &format!(
@@ -184,7 +205,7 @@ async fn measure(options: &Options, settings: &Settings) -> anyhow::Result<()> {
         pushes_after.1 - pushes_before.1,
     );
     println!(
-        "                ratio to the bare endpoint: {:.2} (target >= 0.50); {pushes:.0} Redis pushes, {:.1} events per push",
+        "                ratio to the bare endpoint: {:.2} (target >= 0.50); {pushes:.0} Redis pushes, {:.1} events per push; {single_cpu}",
         single_rate / bare_rate,
         pushed / pushes.max(1.0)
     );
@@ -193,6 +214,32 @@ async fn measure(options: &Options, settings: &Settings) -> anyhow::Result<()> {
 }
 
 const WARM_UP: usize = 200;
+
+/// CPU spent by this process (server, load generator) and by Redis during a run.
+struct Cpu {
+    process: f64,
+    redis: f64,
+}
+
+impl Cpu {
+    async fn start(queue: &mut QueueInspector) -> anyhow::Result<Self> {
+        Ok(Self {
+            process: crate::stats::process_cpu_seconds(),
+            redis: queue.server_cpu_seconds().await?,
+        })
+    }
+
+    async fn stop(self, queue: &mut QueueInspector, items: u64) -> anyhow::Result<String> {
+        let process = crate::stats::process_cpu_seconds() - self.process;
+        let redis = queue.server_cpu_seconds().await? - self.redis;
+        let per = |s: f64| s * 1e6 / items.max(1) as f64;
+        Ok(format!(
+            "CPU per event: {:.1} us here (server + load generator), {:.1} us in Redis",
+            per(process),
+            per(redis)
+        ))
+    }
+}
 
 /// (pushes, events pushed) so far, from the ingester's own metrics.
 async fn push_stats(ingester: SocketAddr) -> anyhow::Result<(f64, f64)> {
@@ -322,18 +369,25 @@ async fn push_ceiling(
     settings: &Settings,
     events: Vec<InboundEvent>,
     callers: usize,
+    per_push: usize,
     script: Script,
 ) -> anyhow::Result<Duration> {
-    let pusher = BulkPusher::new(&settings.redis)?;
-    // Connect before the clock starts.
-    pusher.push(&[]).await.ok();
-    let chunks: Vec<Vec<InboundEvent>> = events.chunks(100).map(<[_]>::to_vec).collect();
+    // One connection per caller, opened before the clock starts: the ceiling
+    // is what Redis takes, not what one connection carries.
+    let mut pushers = Vec::with_capacity(callers);
+    for _ in 0..callers {
+        let pusher = BulkPusher::new(&settings.redis)?;
+        pusher.connect().await?;
+        pushers.push(pusher);
+    }
+    let chunks: Vec<Vec<InboundEvent>> = events.chunks(per_push.max(1)).map(<[_]>::to_vec).collect();
     let chunks = Arc::new(chunks);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (pusher, chunks, next) = (pusher.clone(), Arc::clone(&chunks), Arc::clone(&next));
+    let tasks: Vec<_> = pushers
+        .into_iter()
+        .map(|pusher| {
+            let (chunks, next) = (Arc::clone(&chunks), Arc::clone(&next));
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

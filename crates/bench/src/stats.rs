@@ -45,3 +45,18 @@ pub fn rate(items: u64, elapsed: Duration) -> f64 {
 pub fn ms(us: u64) -> String {
     format!("{:.2} ms", us as f64 / 1000.0)
 }
+
+/// CPU seconds this process has used so far (all threads, user + system).
+pub fn process_cpu_seconds() -> f64 {
+    // Fields 14 and 15 of /proc/self/stat, in clock ticks (100 per second on Linux).
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let after_name = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}

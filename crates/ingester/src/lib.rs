@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod metrics;
+pub mod root_span;
 pub mod routes;
 pub mod startup;
 

@@ -10,10 +10,9 @@ use anyhow::Context as _;
 use leadsync_hubspot::{SignaturePolicy, WebhookSecrets};
 use leadsync_queue::Enqueuer;
 use leadsync_runtime::Settings;
-use tracing_actix_web::TracingLogger;
 
 use crate::metrics::IngestMetrics;
-use crate::routes;
+use crate::{root_span, routes};
 
 /// What request handlers use. Each HTTP worker thread has its own copy with
 /// its own [`Enqueuer`], so a request never waits on another thread.
@@ -78,8 +77,7 @@ impl Application {
                 metrics: metrics.clone(),
             };
             App::new()
-                .wrap(from_fn(routes::count_requests))
-                .wrap(TracingLogger::default())
+                .wrap(from_fn(root_span::observe))
                 .app_data(web::Data::new(state))
                 .configure(routes::configure)
         })

@@ -105,6 +105,11 @@ impl BulkPusher {
         })
     }
 
+    /// Opens the connection now rather than on the first push.
+    pub async fn connect(&self) -> Result<(), QueueError> {
+        self.conn.get().await.map(drop)
+    }
+
     /// Queues `events` in one Lua call.
     pub async fn push(&self, events: &[InboundEvent]) -> Result<PushOutcome, QueueError> {
         let tasks = events.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
@@ -349,14 +354,23 @@ impl Dispatcher {
             };
             let mut size = first.tasks.len();
             let mut requests = vec![first];
-            while size < self.max_batch {
-                match self.rx.try_recv() {
-                    Ok(next) => {
-                        size += next.tasks.len();
-                        requests.push(next);
+            // Step back once so that the requests this thread has already
+            // read from their sockets reach the channel too: under load one
+            // push then carries all of them, for no added wait when idle.
+            for _ in 0..2 {
+                while size < self.max_batch {
+                    match self.rx.try_recv() {
+                        Ok(next) => {
+                            size += next.tasks.len();
+                            requests.push(next);
+                        }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
+                if size >= self.max_batch {
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
             let conn = Arc::clone(&self.conn);
             let config = self.config.clone();

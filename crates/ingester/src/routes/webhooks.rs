@@ -12,7 +12,6 @@ use leadsync_hubspot::signature::{
 };
 use leadsync_hubspot::{SignatureHeaders, UnverifiedRequest};
 use leadsync_queue::InboundEvent;
-use tracing::field::Empty;
 
 use crate::{AppState, IngestError};
 
@@ -36,11 +35,8 @@ pub async fn receive_for_integration(
     ingest(&req, payload, &state, Some(integration.into_inner())).await
 }
 
-#[tracing::instrument(
-    name = "webhook.receive",
-    skip_all,
-    fields(integration = integration.as_deref(), events = Empty, signature = Empty, attempt = Empty)
-)]
+/// Runs inside the request's span (see [`crate::root_span`]), on which it
+/// records the webhook's fields.
 async fn ingest(
     req: &HttpRequest,
     payload: web::Payload,
@@ -73,6 +69,9 @@ async fn ingest(
     })?;
     let span = tracing::Span::current();
     span.record("signature", tracing::field::debug(verified.version()));
+    if let Some(integration) = integration.as_deref() {
+        span.record("integration", integration);
+    }
 
     let batch = WebhookBatch::parse(verified.as_bytes())?;
     span.record("events", batch.len());
