@@ -28,7 +28,11 @@ fn next_request_id() -> String {
             ^ std::process::id().rotate_left(16)
     });
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!("{:08x}-{:x}", *PREFIX, COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{:08x}-{:x}",
+        *PREFIX,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Runs each request inside span `http.request` (exported with `otel.name`

@@ -45,6 +45,15 @@ impl Application {
     /// (port 0 picks a free one) and prepares the server.
     pub fn build(settings: &Settings) -> anyhow::Result<Self> {
         let app = &settings.application;
+        let listener = TcpListener::bind((app.host.as_str(), app.port))
+            .with_context(|| format!("binding {}:{}", app.host, app.port))?;
+        Self::build_with_listener(settings, listener)
+    }
+
+    /// Like [`Application::build`] on a listener bound beforehand (when the
+    /// caller must know the port to configure `public_base_url`).
+    pub fn build_with_listener(settings: &Settings, listener: TcpListener) -> anyhow::Result<Self> {
+        let app = &settings.application;
         let secrets = WebhookSecrets::new(settings.hubspot.client_secrets.clone()).context(
             "configuration key `hubspot.client_secrets`: the ingester needs at least one client secret",
         )?;
@@ -58,8 +67,6 @@ impl Application {
         };
         let public_base_url = app.public_base_url.clone();
         let (body_limit, enqueue_deadline) = (app.body_limit_bytes, app.enqueue_deadline());
-        let listener = TcpListener::bind((app.host.as_str(), app.port))
-            .with_context(|| format!("binding {}:{}", app.host, app.port))?;
         let port = listener.local_addr()?.port();
         let mut server = HttpServer::new(move || {
             // Runs once on each worker thread, inside its runtime.

@@ -1,0 +1,27 @@
+//! `leadsync`: operator commands.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use leadsync_runtime::Settings;
+
+#[derive(Parser)]
+#[command(about = "leadsync: two-way lead sync between the platform and HubSpot")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the HubSpot simulator and leadsync in one process and shows a sync.
+    Demo,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load().context("loading configuration")?;
+    match cli.command {
+        Command::Demo => leadsync_cli::demo::run(settings).await.map(drop),
+    }
+}
