@@ -58,3 +58,14 @@ id_type!(
     /// A HubSpot app.
     AppId
 );
+id_type!(
+    /// A HubSpot contact (`hs_object_id`); an [`ObjectId`] once the event is
+    /// known to be about a contact.
+    ContactId
+);
+
+impl From<ObjectId> for ContactId {
+    fn from(id: ObjectId) -> Self {
+        Self(id.get())
+    }
+}

@@ -6,4 +6,4 @@ pub mod event;
 pub mod ids;
 
 pub use event::{BatchError, EventKey, SubscriptionType, WebhookBatch, WebhookEvent};
-pub use ids::{AppId, EventId, ObjectId, PortalId, SubscriptionId};
+pub use ids::{AppId, ContactId, EventId, ObjectId, PortalId, SubscriptionId};
