@@ -474,14 +474,20 @@ async fn each_job_carries_the_w3c_trace_context_of_its_request() {
     let mut trace_ids = Vec::new();
     for ev in batch.events() {
         let job = app.queue.get(ev.key()).await.unwrap().unwrap();
-        let traceparent = job.trace.get("traceparent").expect("a traceparent is stored");
+        let traceparent = job
+            .trace
+            .get("traceparent")
+            .expect("a traceparent is stored");
         let parts: Vec<&str> = traceparent.split('-').collect();
         assert_eq!(parts.len(), 4, "{traceparent}");
         assert_eq!(parts[1].len(), 32, "{traceparent}");
         assert_ne!(parts[1], "0".repeat(32), "{traceparent}");
         trace_ids.push(parts[1].to_owned());
     }
-    assert_eq!(trace_ids[0], trace_ids[1], "events of one request share its trace");
+    assert_eq!(
+        trace_ids[0], trace_ids[1],
+        "events of one request share its trace"
+    );
     app.stop().await;
 }
 
@@ -492,7 +498,9 @@ async fn slow_redis_proxy(delay: Duration) -> u16 {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let server = tokio::net::TcpStream::connect("127.0.0.1:6379").await.unwrap();
+            let server = tokio::net::TcpStream::connect("127.0.0.1:6379")
+                .await
+                .unwrap();
             let (mut cr, mut cw) = client.into_split();
             let (mut sr, mut sw) = server.into_split();
             tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
@@ -525,7 +533,13 @@ async fn a_graceful_stop_finishes_in_flight_requests_and_refuses_new_ones() {
     let in_flight = {
         let (http, url) = (app.http.clone(), format!("{}{PATH}", app.address));
         let ts = now_ms().to_string();
-        let sig = leadsync_hubspot::signature::sign_v3(SECRET, "POST", &format!("{PUBLIC_BASE}{PATH}"), body.as_bytes(), &ts);
+        let sig = leadsync_hubspot::signature::sign_v3(
+            SECRET,
+            "POST",
+            &format!("{PUBLIC_BASE}{PATH}"),
+            body.as_bytes(),
+            &ts,
+        );
         let body = body.clone();
         tokio::spawn(async move {
             http.post(url)
@@ -544,11 +558,21 @@ async fn a_graceful_stop_finishes_in_flight_requests_and_refuses_new_ones() {
     let stopped = tokio::spawn(async move { stopping.stop(true).await });
     let status = in_flight.await.unwrap();
     stopped.await.unwrap();
-    let after = reqwest::Client::new().get(format!("{}/healthz", app.address)).send().await;
+    let after = reqwest::Client::new()
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await;
 
     // Assert
     assert_eq!(status.expect("the in-flight request was answered"), 200);
-    assert_eq!(app.jobs().await, 3, "its events were queued before the stop completed");
-    assert!(after.is_err(), "the stopped server still accepts connections");
+    assert_eq!(
+        app.jobs().await,
+        3,
+        "its events were queued before the stop completed"
+    );
+    assert!(
+        after.is_err(),
+        "the stopped server still accepts connections"
+    );
     app.queue.purge().await.unwrap();
 }

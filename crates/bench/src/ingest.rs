@@ -116,7 +116,14 @@ async fn measure(options: &Options, settings: &Settings) -> anyhow::Result<()> {
     // 0. For reference: apalis-redis's own bulk push of the same payloads.
     let events = inbound_events(1, batch_events);
     let cpu = Cpu::start(&mut queue).await?;
-    let apalis = push_ceiling(settings, events, options.push_callers, options.push_size, Script::ApalisRedis).await?;
+    let apalis = push_ceiling(
+        settings,
+        events,
+        options.push_callers,
+        options.push_size,
+        Script::ApalisRedis,
+    )
+    .await?;
     let apalis_cpu = cpu.stop(&mut queue, batch_events as u64).await?;
     println!(
         "apalis push     apalis-redis push_tasks, {} per call, {} callers  {batch_events} events in {:.2} s = {:.0} events/s; {apalis_cpu}",
@@ -131,7 +138,14 @@ async fn measure(options: &Options, settings: &Settings) -> anyhow::Result<()> {
     // 1. Queue ceiling: the same payloads through the queue's push, no HTTP.
     let events = inbound_events(1, batch_events);
     let cpu = Cpu::start(&mut queue).await?;
-    let ceiling = push_ceiling(settings, events, options.push_callers, options.push_size, Script::Leadsync).await?;
+    let ceiling = push_ceiling(
+        settings,
+        events,
+        options.push_callers,
+        options.push_size,
+        Script::Leadsync,
+    )
+    .await?;
     let ceiling_cpu = cpu.stop(&mut queue, batch_events as u64).await?;
     let ceiling_rate = rate(batch_events as u64, ceiling);
     println!(
@@ -380,7 +394,8 @@ async fn push_ceiling(
         pusher.connect().await?;
         pushers.push(pusher);
     }
-    let chunks: Vec<Vec<InboundEvent>> = events.chunks(per_push.max(1)).map(<[_]>::to_vec).collect();
+    let chunks: Vec<Vec<InboundEvent>> =
+        events.chunks(per_push.max(1)).map(<[_]>::to_vec).collect();
     let chunks = Arc::new(chunks);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();

@@ -57,10 +57,16 @@ impl QueueInspector {
     /// CPU seconds the Redis server has used since it started (user + system),
     /// from `INFO cpu`: benchmarks charge the queue's cost per event with it.
     pub async fn server_cpu_seconds(&mut self) -> Result<f64, QueueError> {
-        let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut self.conn).await?;
+        let info: String = redis::cmd("INFO")
+            .arg("cpu")
+            .query_async(&mut self.conn)
+            .await?;
         Ok(info
             .lines()
-            .filter_map(|l| l.strip_prefix("used_cpu_sys:").or_else(|| l.strip_prefix("used_cpu_user:")))
+            .filter_map(|l| {
+                l.strip_prefix("used_cpu_sys:")
+                    .or_else(|| l.strip_prefix("used_cpu_user:"))
+            })
             .filter_map(|v| v.trim().parse::<f64>().ok())
             .sum())
     }

@@ -98,7 +98,10 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
             ),
             None,
         ),
-        LogFormat::Pretty => (None, Some(tracing_subscriber::fmt::layer().with_filter(events_only()))),
+        LogFormat::Pretty => (
+            None,
+            Some(tracing_subscriber::fmt::layer().with_filter(events_only())),
+        ),
     };
     tracing_subscriber::registry()
         .with(filter)
