@@ -9,11 +9,13 @@ mod enqueuer;
 pub mod error;
 pub mod inspect;
 pub mod jobs;
+pub mod promote;
 
 pub use enqueuer::{BulkPusher, Enqueuer, PushOutcome, QueueMetrics};
 pub use error::QueueError;
 pub use inspect::QueueInspector;
 pub use jobs::{INBOUND_QUEUE, InboundEvent};
+pub use promote::Promoter;
 
 use std::time::Duration;
 
