@@ -24,10 +24,13 @@ for i = 3, #ARGV, 2 do
     local id = ARGV[i]
     -- The claim expires after the TTL; the data entry dedupes meanwhile too,
     -- but is removed once the task is done and vacuumed.
-    if redis.call('SET', KEYS[5] .. ':' .. id, id, 'NX', 'EX', ttl) then
+    -- The claim's value is never read: keep it one byte.
+    if redis.call('SET', KEYS[5] .. ':' .. id, 1, 'NX', 'EX', ttl) then
         if redis.call('HSETNX', KEYS[1], id, ARGV[i + 1]) == 1 then
+            -- The fields apalis-redis's fetch requires; the task id is the
+            -- idempotency key, so it is not stored a second time.
             redis.call('HSET', KEYS[4] .. ':' .. id,
-                'attempts', 0, 'max_attempts', max_attempts, 'status', 'Pending', 'idempotency_key', id)
+                'attempts', 0, 'max_attempts', max_attempts, 'status', 'Pending')
             fresh[#fresh + 1] = id
         end
     end
