@@ -1,0 +1,365 @@
+//! Integrations: one connected HubSpot account each, with its settings and
+//! encrypted OAuth tokens.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use leadsync_domain::{AppId, PortalId};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use sqlx::PgExecutor;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::crypto::TokenCipher;
+use crate::leads::LeadField;
+use crate::text_enum::text_enum;
+use crate::{StoreError, db_id, from_db_id};
+
+text_enum! {
+    /// How the integration authenticates to HubSpot.
+    pub enum AuthMode {
+        /// OAuth 2 app install: access token plus refresh token.
+        OAuth => "oauth",
+        /// A private-app access token (no refresh).
+        PrivateApp => "private_app",
+    }
+}
+
+/// Which side wins when both changed a field since they last agreed
+/// (design.md §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// HubSpot's value wins (the default: sales teams work in the CRM).
+    #[default]
+    HubspotWins,
+    /// The platform's value wins.
+    PlatformWins,
+    /// The later change wins, by HubSpot's property history timestamp versus
+    /// the lead field's `field_updated_at`.
+    LastWriteWins,
+}
+
+/// What a `contact.deletion` in HubSpot does to the linked lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletionMode {
+    /// Clear the link, keep the lead (the default).
+    #[default]
+    Unlink,
+    /// Soft-delete the lead (it keeps its contact id for `contact.restore`).
+    SoftDelete,
+}
+
+/// Sync directions switched on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Directions {
+    /// HubSpot → platform.
+    pub inbound: bool,
+    /// Platform → HubSpot.
+    pub outbound: bool,
+}
+
+impl Default for Directions {
+    fn default() -> Self {
+        Self {
+            inbound: true,
+            outbound: true,
+        }
+    }
+}
+
+/// The per-integration settings, stored as `integrations.settings` (jsonb).
+/// Missing keys take their defaults, so older rows stay readable.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IntegrationSettings {
+    /// Directions on/off.
+    pub directions: Directions,
+    /// The integration-wide conflict policy.
+    pub conflict_policy: ConflictPolicy,
+    /// Per-field overrides of [`conflict_policy`](Self::conflict_policy).
+    pub field_policies: BTreeMap<LeadField, ConflictPolicy>,
+    /// Lead field → HubSpot property name, overriding the default mapping.
+    pub field_mapping: BTreeMap<LeadField, String>,
+    /// When set, an empty value never overwrites a filled one, whichever
+    /// side it comes from.
+    pub empty_never_overwrites: bool,
+    /// What `contact.deletion` does.
+    pub deletion_mode: DeletionMode,
+    /// Whether webhook events are processed for this integration.
+    pub webhooks_enabled: bool,
+}
+
+impl IntegrationSettings {
+    /// The conflict policy for `field`: its override, else the default.
+    pub fn policy_for(&self, field: LeadField) -> ConflictPolicy {
+        self.field_policies
+            .get(&field)
+            .copied()
+            .unwrap_or(self.conflict_policy)
+    }
+}
+
+/// A connected HubSpot account. Its tokens are read separately with
+/// [`tokens`], so they are not carried around with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Integration {
+    /// Primary key.
+    pub id: Uuid,
+    /// Unique name, the `{integration}` segment of the per-tenant webhook URL.
+    pub name: String,
+    /// The HubSpot account.
+    pub portal_id: PortalId,
+    /// The HubSpot app installed in it, if known.
+    pub app_id: Option<AppId>,
+    /// How it authenticates.
+    pub auth_mode: AuthMode,
+    /// When the access token expires (OAuth).
+    pub token_expires_at: Option<DateTime<Utc>>,
+    /// Settings.
+    pub settings: IntegrationSettings,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct IntegrationRow {
+    id: Uuid,
+    name: String,
+    portal_id: i64,
+    app_id: Option<i64>,
+    auth_mode: AuthMode,
+    token_expires_at: Option<DateTime<Utc>>,
+    settings: serde_json::Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<IntegrationRow> for Integration {
+    type Error = StoreError;
+
+    fn try_from(row: IntegrationRow) -> Result<Self, StoreError> {
+        let settings = serde_json::from_value(row.settings)
+            .map_err(|e| StoreError::Corrupt(format!("integration settings: {e}")))?;
+        Ok(Self {
+            id: row.id,
+            name: row.name,
+            portal_id: PortalId::new(from_db_id(row.portal_id)),
+            app_id: row.app_id.map(|a| AppId::new(from_db_id(a))),
+            auth_mode: row.auth_mode,
+            token_expires_at: row.token_expires_at,
+            settings,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+const COLUMNS: &str =
+    "id, name, portal_id, app_id, auth_mode, token_expires_at, settings, created_at, updated_at";
+
+/// What [`create`] needs.
+#[derive(Debug, Clone)]
+pub struct NewIntegration {
+    /// Unique name: lowercase letters, digits, `-` and `_`, at most 63.
+    pub name: String,
+    /// The HubSpot account.
+    pub portal_id: PortalId,
+    /// The HubSpot app, if known.
+    pub app_id: Option<AppId>,
+    /// How it authenticates.
+    pub auth_mode: AuthMode,
+    /// Initial settings.
+    pub settings: IntegrationSettings,
+}
+
+/// Plain OAuth / private-app tokens. `Debug` shows no secret.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// The bearer token.
+    pub access: SecretString,
+    /// The OAuth refresh token (none for private apps).
+    pub refresh: Option<SecretString>,
+    /// When `access` expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Creates an integration.
+///
+/// # Errors
+/// [`StoreError::DuplicateIntegrationName`], [`StoreError::DuplicateIntegrationPortal`],
+/// [`StoreError::Invalid`] for a malformed name.
+pub async fn create(
+    exec: impl PgExecutor<'_>,
+    new: &NewIntegration,
+) -> Result<Integration, StoreError> {
+    let app_id = new.app_id.map(|a| db_id(a.get())).transpose()?;
+    let row: IntegrationRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO integrations (name, portal_id, app_id, auth_mode, settings) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+    )))
+    .bind(&new.name)
+    .bind(db_id(new.portal_id.get())?)
+    .bind(app_id)
+    .bind(new.auth_mode)
+    .bind(Json(&new.settings))
+    .fetch_one(exec)
+    .await?;
+    row.try_into()
+}
+
+/// The integration with this id.
+pub async fn get(exec: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Integration>, StoreError> {
+    let row: Option<IntegrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM integrations WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(exec)
+    .await?;
+    row.map(Integration::try_from).transpose()
+}
+
+/// The integration connected to this HubSpot portal (webhook routing).
+pub async fn by_portal(
+    exec: impl PgExecutor<'_>,
+    portal: PortalId,
+) -> Result<Option<Integration>, StoreError> {
+    let row: Option<IntegrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM integrations WHERE portal_id = $1"
+    )))
+    .bind(db_id(portal.get())?)
+    .fetch_optional(exec)
+    .await?;
+    row.map(Integration::try_from).transpose()
+}
+
+/// The integration with this name (the per-tenant webhook URL).
+pub async fn by_name(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+) -> Result<Option<Integration>, StoreError> {
+    let row: Option<IntegrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM integrations WHERE name = $1"
+    )))
+    .bind(name)
+    .fetch_optional(exec)
+    .await?;
+    row.map(Integration::try_from).transpose()
+}
+
+/// Every integration, by name.
+pub async fn list(exec: impl PgExecutor<'_>) -> Result<Vec<Integration>, StoreError> {
+    let rows: Vec<IntegrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM integrations ORDER BY name"
+    )))
+    .fetch_all(exec)
+    .await?;
+    rows.into_iter().map(Integration::try_from).collect()
+}
+
+/// Replaces the settings of an integration.
+///
+/// # Errors
+/// [`StoreError::NotFound`] when there is no such integration.
+pub async fn update_settings(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+    settings: &IntegrationSettings,
+) -> Result<Integration, StoreError> {
+    let row: Option<IntegrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE integrations SET settings = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(Json(settings))
+    .fetch_optional(exec)
+    .await?;
+    row.ok_or(StoreError::NotFound("integration"))?.try_into()
+}
+
+/// The associated data binding a token ciphertext to its row and column.
+fn token_context(id: Uuid, column: &str) -> Vec<u8> {
+    let mut ctx = id.as_bytes().to_vec();
+    ctx.extend_from_slice(column.as_bytes());
+    ctx
+}
+
+/// Encrypts and stores the tokens of an integration (after an OAuth code
+/// exchange or refresh, or when a private-app token is set).
+///
+/// # Errors
+/// [`StoreError::NotFound`] when there is no such integration.
+pub async fn store_tokens(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+    cipher: &TokenCipher,
+    tokens: &Tokens,
+) -> Result<(), StoreError> {
+    let access = cipher.encrypt(&tokens.access, &token_context(id, "access_token"))?;
+    let refresh = tokens
+        .refresh
+        .as_ref()
+        .map(|r| cipher.encrypt(r, &token_context(id, "refresh_token")))
+        .transpose()?;
+    let done = sqlx::query(
+        "UPDATE integrations SET access_token_enc = $2, refresh_token_enc = $3, \
+         token_expires_at = $4, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(access)
+    .bind(refresh)
+    .bind(tokens.expires_at)
+    .execute(exec)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound("integration"));
+    }
+    Ok(())
+}
+
+/// Encrypted access token, encrypted refresh token, expiry.
+type TokenRow = (Option<Vec<u8>>, Option<Vec<u8>>, Option<DateTime<Utc>>);
+
+/// Reads and decrypts the tokens of an integration; `None` when none are
+/// stored.
+///
+/// # Errors
+/// [`StoreError::Crypto`] when the key is wrong or the data was altered.
+pub async fn tokens(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+    cipher: &TokenCipher,
+) -> Result<Option<Tokens>, StoreError> {
+    let row: Option<TokenRow> = sqlx::query_as(
+        "SELECT access_token_enc, refresh_token_enc, token_expires_at FROM integrations WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(exec)
+    .await?;
+    let Some((Some(access), refresh, expires_at)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Tokens {
+        access: cipher.decrypt(&access, &token_context(id, "access_token"))?,
+        refresh: refresh
+            .map(|r| cipher.decrypt(&r, &token_context(id, "refresh_token")))
+            .transpose()?,
+        expires_at,
+    }))
+}
+
+/// Deletes an integration that has no leads left.
+///
+/// # Errors
+/// [`StoreError::Invalid`] while leads still reference it.
+pub async fn delete(exec: impl PgExecutor<'_>, id: Uuid) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM integrations WHERE id = $1")
+        .bind(id)
+        .execute(exec)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -1,0 +1,7 @@
+//! Repository tests against a real Postgres: one fresh database per test.
+
+mod helpers;
+mod leads;
+mod outbox;
+mod records;
+mod schema;
