@@ -127,6 +127,26 @@ impl TestIngester {
     }
 }
 
+/// A POST of `body` to `address` + `sent_path` carrying only a v3 signature,
+/// computed for the URL `PUBLIC_BASE` + `signed_path` (normally the same path).
+pub fn v3_post(
+    http: &reqwest::Client,
+    address: &str,
+    sent_path: &str,
+    signed_path: &str,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    let ts = now_ms().to_string();
+    let uri = format!("{PUBLIC_BASE}{signed_path}");
+    http.post(format!("{address}{sent_path}"))
+        .header(
+            HEADER_SIGNATURE_V3,
+            signature::sign_v3(SECRET, "POST", &uri, body.as_bytes(), &ts),
+        )
+        .header(HEADER_REQUEST_TIMESTAMP, ts)
+        .body(body.to_owned())
+}
+
 /// `n` distinct HubSpot-shaped events for `portal`, as a JSON array.
 pub fn batch(portal: u64, first_event_id: u64, n: u64) -> String {
     let events: Vec<String> = (0..n)

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use leadsync_domain::WebhookBatch;
 
-use crate::helpers::{PUBLIC_BASE, SECRET, TestIngester, batch, now_ms, test_settings};
+use crate::helpers::{SECRET, TestIngester, batch, now_ms, test_settings, v3_post};
 
 const PATH: &str = "/webhooks/hubspot";
 
@@ -244,22 +244,7 @@ async fn the_per_integration_url_is_verified_with_its_own_path_and_recorded() {
     // Act
     let res = app.post_signed(path, &body).await;
     // Signed for the generic URL but sent to the per-integration one: the URI differs.
-    let ts = now_ms().to_string();
-    let wrong_uri = app
-        .http
-        .post(format!("{}{path}", app.address))
-        .header(
-            "X-HubSpot-Signature-v3",
-            leadsync_hubspot::signature::sign_v3(
-                SECRET,
-                "POST",
-                &format!("{PUBLIC_BASE}{PATH}"),
-                body.as_bytes(),
-                &ts,
-            ),
-        )
-        .header("X-HubSpot-Request-Timestamp", ts)
-        .body(body.clone())
+    let wrong_uri = v3_post(&app.http, &app.address, path, PATH, &body)
         .send()
         .await
         .unwrap();
@@ -318,24 +303,10 @@ async fn redis_on_a_closed_port_is_503_within_the_deadline() {
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     let body = batch(1, 1, 1);
-    let ts = now_ms().to_string();
-    let sign = |path: &str| {
-        leadsync_hubspot::signature::sign_v3(
-            SECRET,
-            "POST",
-            &format!("{PUBLIC_BASE}{path}"),
-            body.as_bytes(),
-            &ts,
-        )
-    };
 
     // Act
     let started = Instant::now();
-    let res = reqwest::Client::new()
-        .post(format!("{address}{PATH}"))
-        .header("X-HubSpot-Signature-v3", sign(PATH))
-        .header("X-HubSpot-Request-Timestamp", ts.clone())
-        .body(body.clone())
+    let res = v3_post(&reqwest::Client::new(), &address, PATH, PATH, &body)
         .send()
         .await
         .unwrap();
@@ -371,24 +342,10 @@ async fn a_redis_that_never_answers_is_503_at_the_deadline_not_a_hang() {
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     let body = batch(1, 1, 1);
-    let ts = now_ms().to_string();
 
     // Act
     let started = Instant::now();
-    let res = reqwest::Client::new()
-        .post(format!("{address}{PATH}"))
-        .header(
-            "X-HubSpot-Signature-v3",
-            leadsync_hubspot::signature::sign_v3(
-                SECRET,
-                "POST",
-                &format!("{PUBLIC_BASE}{PATH}"),
-                body.as_bytes(),
-                &ts,
-            ),
-        )
-        .header("X-HubSpot-Request-Timestamp", ts)
-        .body(body)
+    let res = v3_post(&reqwest::Client::new(), &address, PATH, PATH, &body)
         .send()
         .await
         .unwrap();
@@ -530,27 +487,8 @@ async fn a_graceful_stop_finishes_in_flight_requests_and_refuses_new_ones() {
     ));
     let mut app = TestIngester::spawn_with(settings).await;
     let body = batch(9, 1, 3);
-    let in_flight = {
-        let (http, url) = (app.http.clone(), format!("{}{PATH}", app.address));
-        let ts = now_ms().to_string();
-        let sig = leadsync_hubspot::signature::sign_v3(
-            SECRET,
-            "POST",
-            &format!("{PUBLIC_BASE}{PATH}"),
-            body.as_bytes(),
-            &ts,
-        );
-        let body = body.clone();
-        tokio::spawn(async move {
-            http.post(url)
-                .header("X-HubSpot-Signature-v3", sig)
-                .header("X-HubSpot-Request-Timestamp", ts)
-                .body(body)
-                .send()
-                .await
-                .map(|r| r.status())
-        })
-    };
+    let request = v3_post(&app.http, &app.address, PATH, PATH, &body);
+    let in_flight = tokio::spawn(async move { request.send().await.map(|r| r.status()) });
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     // Act
