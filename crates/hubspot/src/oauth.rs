@@ -1,0 +1,176 @@
+//! Credentials: private-app tokens, and OAuth tokens with a refresh that is
+//! single-flight across the whole fleet (see [`OAuthTokens`]).
+
+mod tokens;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use leadsync_domain::PortalId;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub use tokens::{OAuthTokens, OAuthTokensConfig};
+
+use crate::client::{Call, Client, Operation};
+use crate::error::HubSpotError;
+
+/// The public app's OAuth credentials.
+#[derive(Debug, Clone)]
+pub struct OAuthApp {
+    /// `client_id`.
+    pub client_id: String,
+    /// `client_secret`.
+    pub client_secret: SecretString,
+}
+
+/// What `POST /oauth/v1/token` returns.
+#[derive(Debug, Clone)]
+pub struct TokenSet {
+    /// The bearer token for API calls.
+    pub access_token: SecretString,
+    /// The token that buys the next access token. HubSpot may or may not rotate
+    /// it; whatever comes back is what must be stored.
+    pub refresh_token: SecretString,
+    /// When `access_token` stops working (`now + expires_in`).
+    pub expires_at: DateTime<Utc>,
+    /// `hub_id`: the portal the tokens are for, when HubSpot says so.
+    pub portal: Option<PortalId>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    refresh_token: String,
+    expires_in: i64,
+    hub_id: Option<u64>,
+}
+
+/// Errors of a [`TokenStore`] implementation.
+pub type TokenStoreError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where OAuth tokens live between processes and restarts (the Postgres store
+/// implements it, encrypting them at rest).
+pub trait TokenStore: Send + Sync {
+    /// The current tokens of `portal`, if it is connected through OAuth.
+    fn load(&self, portal: PortalId) -> BoxFuture<'_, Result<Option<TokenSet>, TokenStoreError>>;
+    /// Replaces the tokens of `portal` after a refresh.
+    fn save(
+        &self,
+        portal: PortalId,
+        tokens: TokenSet,
+    ) -> BoxFuture<'_, Result<(), TokenStoreError>>;
+}
+
+/// A [`TokenStore`] in memory, for tests and tools.
+#[derive(Debug, Default, Clone)]
+pub struct InMemoryTokenStore {
+    tokens: Arc<Mutex<HashMap<PortalId, TokenSet>>>,
+    saves: Arc<Mutex<u64>>,
+}
+
+impl InMemoryTokenStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the tokens of `portal` (what connecting an account does).
+    pub fn insert(&self, portal: PortalId, tokens: TokenSet) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(portal, tokens);
+    }
+
+    /// How many times [`TokenStore::save`] was called.
+    pub fn saves(&self) -> u64 {
+        *self.saves.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl TokenStore for InMemoryTokenStore {
+    fn load(&self, portal: PortalId) -> BoxFuture<'_, Result<Option<TokenSet>, TokenStoreError>> {
+        let found = self
+            .tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&portal)
+            .cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn save(
+        &self,
+        portal: PortalId,
+        tokens: TokenSet,
+    ) -> BoxFuture<'_, Result<(), TokenStoreError>> {
+        self.insert(portal, tokens);
+        *self.saves.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// How a portal's calls are authenticated.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// A private app's access token; it never expires.
+    PrivateApp(SecretString),
+    /// OAuth: the access token comes from the client's [`OAuthTokens`], which
+    /// refreshes it through the [`TokenStore`].
+    OAuth,
+}
+
+impl Client {
+    /// Exchanges the authorization code of an install for tokens
+    /// (`grant_type=authorization_code`).
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+    ) -> Result<TokenSet, HubSpotError> {
+        let app = self.oauth_app()?;
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "authorization_code")
+            .append_pair("client_id", &app.client_id)
+            .append_pair("client_secret", app.client_secret.expose_secret())
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("code", code)
+            .finish();
+        self.token_call(Operation::ExchangeCode, form).await
+    }
+
+    /// Buys a new access token with `refresh_token` (`grant_type=refresh_token`).
+    /// A refused refresh token is [`HubSpotError::ReauthorizationRequired`].
+    ///
+    /// This is the raw call: workers should let [`OAuthTokens`] call it, so
+    /// the fleet spends a refresh token once.
+    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, HubSpotError> {
+        let app = self.oauth_app()?;
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "refresh_token")
+            .append_pair("client_id", &app.client_id)
+            .append_pair("client_secret", app.client_secret.expose_secret())
+            .append_pair("refresh_token", refresh_token.expose_secret())
+            .finish();
+        self.token_call(Operation::RefreshToken, form).await
+    }
+
+    async fn token_call(&self, op: Operation, form: String) -> Result<TokenSet, HubSpotError> {
+        let call = Call::form(op, &["oauth", "v1", "token"], form);
+        let bytes = self.execute(None, &call).await?;
+        let wire: TokenResponse =
+            serde_json::from_slice(&bytes).map_err(|source| HubSpotError::Decode {
+                what: op.as_str(),
+                source,
+            })?;
+        Ok(TokenSet {
+            access_token: SecretString::from(wire.access_token),
+            refresh_token: SecretString::from(wire.refresh_token),
+            expires_at: Utc::now() + chrono::Duration::seconds(wire.expires_in.max(0)),
+            portal: wire.hub_id.map(PortalId::new),
+        })
+    }
+}
