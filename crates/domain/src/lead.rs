@@ -122,8 +122,9 @@ impl FromIterator<(LeadField, String)> for LeadValues {
 }
 
 /// A fingerprint of a field value, as the echo ledger and the merge base store
-/// it: the values themselves (personal data) are not kept twice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// it: the values themselves (personal data) are not kept twice. Serialized as
+/// a lowercase hex string, stored as its 16 raw bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ValueHash([u8; 16]);
 
 impl ValueHash {
@@ -136,6 +137,12 @@ impl ValueHash {
         Self(out)
     }
 
+    /// Hashes an optional value; an absent value hashes like `""`, as HubSpot
+    /// does not distinguish a cleared property from an empty one.
+    pub fn of_opt(value: Option<&str>) -> Self {
+        Self::of(value.unwrap_or_default())
+    }
+
     /// The raw bytes (for storage).
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
@@ -144,5 +151,87 @@ impl ValueHash {
     /// From stored bytes; `None` when the length is wrong.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         <[u8; 16]>::try_from(bytes).ok().map(Self)
+    }
+
+    /// The 32 lowercase hex digits of the bytes.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    /// From 32 hex digits (either case); `None` for anything else.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let digits = text.as_bytes();
+        if digits.len() != 32 {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+            // One digit at a time: `u8::from_str_radix` on the pair would
+            // also take a leading `+`.
+            let high = char::from(pair[0]).to_digit(16)?;
+            let low = char::from(pair[1]).to_digit(16)?;
+            *byte = u8::try_from(high << 4 | low).ok()?;
+        }
+        Some(Self(out))
+    }
+}
+
+impl Serialize for ValueHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ValueHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::from_hex(&text).ok_or_else(|| {
+            serde::de::Error::invalid_value(serde::de::Unexpected::Str(&text), &"32 hex digits")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_hash_hex_round_trips_and_rejects_malformed_text() {
+        // Arrange
+        let hash = ValueHash::of("  Ada ");
+
+        // Act
+        let hex = hash.to_hex();
+
+        // Assert
+        assert_eq!(hash, ValueHash::of("Ada"));
+        assert_eq!(hex.len(), 32);
+        assert_eq!(ValueHash::from_hex(&hex), Some(hash));
+        assert_eq!(ValueHash::from_hex(&hex.to_uppercase()), Some(hash));
+        assert_eq!(ValueHash::from_hex(&hex[..30]), None);
+        assert_eq!(ValueHash::from_hex(&format!("{}zz", &hex[..30])), None);
+        assert_eq!(ValueHash::from_hex(&format!("{hex}00")), None);
+    }
+
+    #[test]
+    fn value_hash_serializes_as_a_hex_string() {
+        // Arrange
+        let hash = ValueHash::of("a@x.io");
+
+        // Act
+        let json = serde_json::to_string(&hash).unwrap();
+        let back: ValueHash = serde_json::from_str(&json).unwrap();
+
+        // Assert
+        assert_eq!(json, format!("\"{}\"", hash.to_hex()));
+        assert_eq!(back, hash);
+        assert!(serde_json::from_str::<ValueHash>("[1,2,3]").is_err());
+        assert!(serde_json::from_str::<ValueHash>("\"abc\"").is_err());
+    }
+
+    #[test]
+    fn value_hash_of_opt_treats_none_as_empty() {
+        assert_eq!(ValueHash::of_opt(None), ValueHash::of(""));
+        assert_eq!(ValueHash::of_opt(Some(" x ")), ValueHash::of("x"));
     }
 }

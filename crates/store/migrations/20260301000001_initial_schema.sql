@@ -35,8 +35,8 @@ CREATE TABLE integrations (
 -- ---------------------------------------------------------------------------
 
 -- The lead columns whose changes are synced to HubSpot. The outbox trigger
--- and `field_updated_at` use this one list; `LeadField::SYNCED` mirrors it
--- (a test keeps the two equal). Changing it is a new migration.
+-- and `field_updated_at` use this one list; `leadsync_domain::LeadField::ALL`
+-- mirrors it (a test keeps the two equal). Changing it is a new migration.
 CREATE FUNCTION leadsync_synced_lead_columns() RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT ARRAY['first_name', 'last_name', 'email', 'phone', 'company',

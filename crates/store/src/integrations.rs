@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use leadsync_domain::{AppId, PortalId};
+pub use leadsync_domain::ConflictPolicy;
+use leadsync_domain::{AppId, LeadField, PortalId};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sqlx::PgExecutor;
@@ -12,7 +13,6 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::crypto::TokenCipher;
-use crate::leads::LeadField;
 use crate::text_enum::text_enum;
 use crate::{StoreError, db_id, from_db_id};
 
@@ -24,21 +24,6 @@ text_enum! {
         /// A private-app access token (no refresh).
         PrivateApp => "private_app",
     }
-}
-
-/// Which side wins when both changed a field since they last agreed
-/// (design.md §2.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConflictPolicy {
-    /// HubSpot's value wins (the default: sales teams work in the CRM).
-    #[default]
-    HubspotWins,
-    /// The platform's value wins.
-    PlatformWins,
-    /// The later change wins, by HubSpot's property history timestamp versus
-    /// the lead field's `field_updated_at`.
-    LastWriteWins,
 }
 
 /// What a `contact.deletion` in HubSpot does to the linked lead.

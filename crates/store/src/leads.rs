@@ -7,19 +7,19 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use leadsync_domain::ContactId;
+use leadsync_domain::{ContactId, LeadField, ValueHash};
 use sha2::{Digest, Sha256};
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgExecutor, QueryBuilder};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::ledger::ValueHash;
 use crate::text_enum::text_enum;
 use crate::{StoreError, db_id, from_db_id};
 
 text_enum! {
-    /// A text field of a lead; the stored text is the column name.
-    pub enum LeadField {
+    /// A text column of a lead; the stored text is the column name. The
+    /// synced ones are [`LeadField`]s too (see [`LeadColumn::synced`]).
+    pub enum LeadColumn {
         /// First name.
         FirstName => "first_name",
         /// Last name.
@@ -49,20 +49,19 @@ text_enum! {
     }
 }
 
-impl LeadField {
-    /// The fields synced with HubSpot: a change to one of them is an outbox
-    /// row. Mirrors the SQL function `leadsync_synced_lead_columns()`.
-    pub const SYNCED: [Self; 9] = [
-        Self::FirstName,
-        Self::LastName,
-        Self::Email,
-        Self::Phone,
-        Self::Company,
-        Self::JobTitle,
-        Self::Location,
-        Self::Country,
-        Self::Status,
-    ];
+impl LeadColumn {
+    /// The columns synced with HubSpot: a change to one of them is an outbox
+    /// row. The columns of [`LeadField::ALL`], in its order; mirrors the SQL
+    /// function `leadsync_synced_lead_columns()`.
+    pub const SYNCED: [Self; LeadField::ALL.len()] = {
+        let mut out = [Self::FirstName; LeadField::ALL.len()];
+        let mut i = 0;
+        while i < out.len() {
+            out[i] = Self::of_field(LeadField::ALL[i]);
+            i += 1;
+        }
+        out
+    };
 
     /// Fields a privacy deletion erases.
     pub const PERSONAL: [Self; 10] = [
@@ -83,9 +82,38 @@ impl LeadField {
         self.as_str()
     }
 
-    /// Whether changes of this field are synced to HubSpot.
+    /// Whether changes of this column are synced to HubSpot.
     pub fn is_synced(self) -> bool {
-        Self::SYNCED.contains(&self)
+        self.synced().is_some()
+    }
+
+    /// The synced field stored in this column; `None` for the platform-only
+    /// columns (source, platform and the URLs).
+    pub fn synced(self) -> Option<LeadField> {
+        LeadField::ALL
+            .into_iter()
+            .find(|field| Self::of_field(*field) == self)
+    }
+
+    /// The column of a synced field; `const`, for [`LeadColumn::SYNCED`].
+    const fn of_field(field: LeadField) -> Self {
+        match field {
+            LeadField::FirstName => Self::FirstName,
+            LeadField::LastName => Self::LastName,
+            LeadField::Email => Self::Email,
+            LeadField::Phone => Self::Phone,
+            LeadField::Company => Self::Company,
+            LeadField::JobTitle => Self::JobTitle,
+            LeadField::Location => Self::Location,
+            LeadField::Country => Self::Country,
+            LeadField::Status => Self::Status,
+        }
+    }
+}
+
+impl From<LeadField> for LeadColumn {
+    fn from(field: LeadField) -> Self {
+        Self::of_field(field)
     }
 }
 
@@ -163,7 +191,7 @@ pub struct LeadFields {
 // Personal data: Debug says which fields are set, never their values.
 impl std::fmt::Debug for LeadFields {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let set: Vec<&str> = LeadField::ALL
+        let set: Vec<&str> = LeadColumn::ALL
             .iter()
             .filter(|field| self.get(**field).is_some())
             .map(|field| field.as_str())
@@ -174,54 +202,54 @@ impl std::fmt::Debug for LeadFields {
 
 impl LeadFields {
     /// The value of `field`.
-    pub fn get(&self, field: LeadField) -> Option<&str> {
+    pub fn get(&self, field: LeadColumn) -> Option<&str> {
         self.slot(field).as_deref()
     }
 
     /// Sets `field`.
-    pub fn set(&mut self, field: LeadField, value: Option<String>) {
+    pub fn set(&mut self, field: LeadColumn, value: Option<String>) {
         *self.slot_mut(field) = value;
     }
 
-    fn slot(&self, field: LeadField) -> &Option<String> {
+    fn slot(&self, field: LeadColumn) -> &Option<String> {
         match field {
-            LeadField::FirstName => &self.first_name,
-            LeadField::LastName => &self.last_name,
-            LeadField::Email => &self.email,
-            LeadField::Phone => &self.phone,
-            LeadField::Company => &self.company,
-            LeadField::JobTitle => &self.job_title,
-            LeadField::Location => &self.location,
-            LeadField::Country => &self.country,
-            LeadField::Source => &self.source,
-            LeadField::Platform => &self.platform,
-            LeadField::PlatformUrl => &self.platform_url,
-            LeadField::ProfileUrl => &self.profile_url,
-            LeadField::Status => &self.status,
+            LeadColumn::FirstName => &self.first_name,
+            LeadColumn::LastName => &self.last_name,
+            LeadColumn::Email => &self.email,
+            LeadColumn::Phone => &self.phone,
+            LeadColumn::Company => &self.company,
+            LeadColumn::JobTitle => &self.job_title,
+            LeadColumn::Location => &self.location,
+            LeadColumn::Country => &self.country,
+            LeadColumn::Source => &self.source,
+            LeadColumn::Platform => &self.platform,
+            LeadColumn::PlatformUrl => &self.platform_url,
+            LeadColumn::ProfileUrl => &self.profile_url,
+            LeadColumn::Status => &self.status,
         }
     }
 
-    fn slot_mut(&mut self, field: LeadField) -> &mut Option<String> {
+    fn slot_mut(&mut self, field: LeadColumn) -> &mut Option<String> {
         match field {
-            LeadField::FirstName => &mut self.first_name,
-            LeadField::LastName => &mut self.last_name,
-            LeadField::Email => &mut self.email,
-            LeadField::Phone => &mut self.phone,
-            LeadField::Company => &mut self.company,
-            LeadField::JobTitle => &mut self.job_title,
-            LeadField::Location => &mut self.location,
-            LeadField::Country => &mut self.country,
-            LeadField::Source => &mut self.source,
-            LeadField::Platform => &mut self.platform,
-            LeadField::PlatformUrl => &mut self.platform_url,
-            LeadField::ProfileUrl => &mut self.profile_url,
-            LeadField::Status => &mut self.status,
+            LeadColumn::FirstName => &mut self.first_name,
+            LeadColumn::LastName => &mut self.last_name,
+            LeadColumn::Email => &mut self.email,
+            LeadColumn::Phone => &mut self.phone,
+            LeadColumn::Company => &mut self.company,
+            LeadColumn::JobTitle => &mut self.job_title,
+            LeadColumn::Location => &mut self.location,
+            LeadColumn::Country => &mut self.country,
+            LeadColumn::Source => &mut self.source,
+            LeadColumn::Platform => &mut self.platform,
+            LeadColumn::PlatformUrl => &mut self.platform_url,
+            LeadColumn::ProfileUrl => &mut self.profile_url,
+            LeadColumn::Status => &mut self.status,
         }
     }
 }
 
-/// Field → new value, for updates of selected fields.
-pub type FieldValues = BTreeMap<LeadField, Option<String>>;
+/// Column → new value, for updates of selected columns.
+pub type FieldValues = BTreeMap<LeadColumn, Option<String>>;
 
 /// A lead row.
 #[derive(Clone, PartialEq)]
@@ -326,9 +354,9 @@ const COLUMNS: &str = "id, integration_id, first_name, last_name, email, phone, 
     sync_version, last_modified_in_crm, field_updated_at, synced_values, deleted_at, \
     created_at, updated_at";
 
-/// The `SET` list of all text fields from `$first..` in `LeadField::ALL` order.
+/// The `SET` list of all text fields from `$first..` in `LeadColumn::ALL` order.
 fn field_columns() -> String {
-    LeadField::ALL
+    LeadColumn::ALL
         .iter()
         .map(|f| f.column())
         .collect::<Vec<_>>()
@@ -363,14 +391,7 @@ pub async fn by_id(
     integration_id: Uuid,
     id: Uuid,
 ) -> Result<Option<Lead>, StoreError> {
-    let row: Option<LeadRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM leads WHERE integration_id = $1 AND id = $2"
-    )))
-    .bind(integration_id)
-    .bind(id)
-    .fetch_optional(exec)
-    .await?;
-    Ok(row.map(Lead::from))
+    fetch_one(exec, integration_id, "id = $2", id).await
 }
 
 /// The lead linked to this contact (soft-deleted ones included).
@@ -379,14 +400,7 @@ pub async fn by_crm_id(
     integration_id: Uuid,
     crm_id: ContactId,
 ) -> Result<Option<Lead>, StoreError> {
-    let row: Option<LeadRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM leads WHERE integration_id = $1 AND crm_id = $2"
-    )))
-    .bind(integration_id)
-    .bind(contact_db(crm_id)?)
-    .fetch_optional(exec)
-    .await?;
-    Ok(row.map(Lead::from))
+    fetch_one(exec, integration_id, "crm_id = $2", contact_db(crm_id)?).await
 }
 
 /// The live lead with this address, compared case-insensitively.
@@ -398,12 +412,31 @@ pub async fn by_email(
     let Some(email) = usable_email(Some(email)) else {
         return Ok(None);
     };
+    fetch_one(
+        exec,
+        integration_id,
+        "lower(email) = lower($2) AND email <> '' AND deleted_at IS NULL",
+        email,
+    )
+    .await
+}
+
+/// The one lead of the integration matching the fixed condition `filter`,
+/// whose only parameter `$2` is `key`.
+async fn fetch_one<'k, K>(
+    exec: impl PgExecutor<'_>,
+    integration_id: Uuid,
+    filter: &'static str,
+    key: K,
+) -> Result<Option<Lead>, StoreError>
+where
+    K: 'k + Send + sqlx::Encode<'k, Postgres> + sqlx::Type<Postgres>,
+{
     let row: Option<LeadRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM leads WHERE integration_id = $1 AND lower(email) = lower($2) \
-         AND email <> '' AND deleted_at IS NULL"
+        "SELECT {COLUMNS} FROM leads WHERE integration_id = $1 AND {filter}"
     )))
     .bind(integration_id)
-    .bind(email)
+    .bind(key)
     .fetch_optional(exec)
     .await?;
     Ok(row.map(Lead::from))
@@ -535,7 +568,7 @@ pub async fn create(
     integration_id: Uuid,
     new: &NewLead,
 ) -> Result<Lead, StoreError> {
-    let n = LeadField::ALL.len();
+    let n = LeadColumn::ALL.len();
     let values: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
     let mut query = sqlx::query_as::<_, LeadRow>(AssertSqlSafe(
         format!(
@@ -547,9 +580,9 @@ pub async fn create(
         .replace("$last", &format!("${}", n + 2)),
     ))
     .bind(integration_id);
-    for field in LeadField::ALL {
+    for field in LeadColumn::ALL {
         let value = match field {
-            LeadField::Status => Some(new.fields.get(*field).unwrap_or("new")),
+            LeadColumn::Status => Some(new.fields.get(*field).unwrap_or("new")),
             _ => new.fields.get(*field),
         };
         query = query.bind(value);
@@ -728,7 +761,7 @@ async fn try_insert(
     crm_id: i64,
     contact: &InboundLead,
 ) -> Result<Option<Lead>, StoreError> {
-    let n = LeadField::ALL.len();
+    let n = LeadColumn::ALL.len();
     let values: Vec<String> = (2..n + 2).map(|i| format!("${i}")).collect();
     let (p_crm, p_mod, p_hashes) = (n + 2, n + 3, n + 4);
     let mut query = sqlx::query_as::<_, LeadRow>(AssertSqlSafe(format!(
@@ -740,7 +773,7 @@ async fn try_insert(
         values = values.join(", "),
     )))
     .bind(integration_id);
-    for field in LeadField::ALL {
+    for field in LeadColumn::ALL {
         query = query.bind(contact.fields.get(*field));
     }
     let row = query
@@ -819,15 +852,13 @@ pub async fn unlink(
     integration_id: Uuid,
     crm_id: ContactId,
 ) -> Result<Option<Lead>, StoreError> {
-    let row: Option<LeadRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "UPDATE leads SET crm_id = NULL, crm_sync_status = 'unlinked', synced_values = '{{}}' \
-         WHERE integration_id = $1 AND crm_id = $2 RETURNING {COLUMNS}"
-    )))
-    .bind(integration_id)
-    .bind(contact_db(crm_id)?)
-    .fetch_optional(exec)
-    .await?;
-    Ok(row.map(Lead::from))
+    update_by_crm_id(
+        exec,
+        integration_id,
+        crm_id,
+        "crm_id = NULL, crm_sync_status = 'unlinked', synced_values = '{}'",
+    )
+    .await
 }
 
 /// `contact.deletion` in soft-delete mode: the linked lead is soft-deleted
@@ -837,15 +868,13 @@ pub async fn soft_delete_by_crm_id(
     integration_id: Uuid,
     crm_id: ContactId,
 ) -> Result<Option<Lead>, StoreError> {
-    let row: Option<LeadRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "UPDATE leads SET deleted_at = coalesce(deleted_at, now()) \
-         WHERE integration_id = $1 AND crm_id = $2 RETURNING {COLUMNS}"
-    )))
-    .bind(integration_id)
-    .bind(contact_db(crm_id)?)
-    .fetch_optional(exec)
-    .await?;
-    Ok(row.map(Lead::from))
+    update_by_crm_id(
+        exec,
+        integration_id,
+        crm_id,
+        "deleted_at = coalesce(deleted_at, now())",
+    )
+    .await
 }
 
 /// `contact.restore`: undoes a soft delete of the linked lead.
@@ -857,9 +886,19 @@ pub async fn restore_by_crm_id(
     integration_id: Uuid,
     crm_id: ContactId,
 ) -> Result<Option<Lead>, StoreError> {
+    update_by_crm_id(exec, integration_id, crm_id, "deleted_at = NULL").await
+}
+
+/// Applies the fixed `SET` list `set` to the lead linked to `crm_id` and
+/// returns it as updated; `None` when no lead is linked to the contact.
+async fn update_by_crm_id(
+    exec: impl PgExecutor<'_>,
+    integration_id: Uuid,
+    crm_id: ContactId,
+    set: &'static str,
+) -> Result<Option<Lead>, StoreError> {
     let row: Option<LeadRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "UPDATE leads SET deleted_at = NULL \
-         WHERE integration_id = $1 AND crm_id = $2 RETURNING {COLUMNS}"
+        "UPDATE leads SET {set} WHERE integration_id = $1 AND crm_id = $2 RETURNING {COLUMNS}"
     )))
     .bind(integration_id)
     .bind(contact_db(crm_id)?)
@@ -903,7 +942,7 @@ pub async fn erase(
         .or_else(|| lead.as_ref().and_then(|l| l.fields.email.clone()));
 
     if let Some(lead) = &lead {
-        let personal = LeadField::PERSONAL
+        let personal = LeadColumn::PERSONAL
             .iter()
             .map(|f| format!("{} = NULL", f.column()))
             .collect::<Vec<_>>()
@@ -1036,4 +1075,36 @@ pub async fn repoint_merged(
             .await?;
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synced_columns_are_exactly_the_domain_fields() {
+        // Arrange
+        let from_domain: Vec<LeadColumn> = LeadField::ALL.into_iter().map(Into::into).collect();
+
+        // Act
+        let synced: Vec<LeadField> = LeadColumn::ALL.iter().filter_map(|c| c.synced()).collect();
+
+        // Assert
+        assert_eq!(from_domain, LeadColumn::SYNCED);
+        assert_eq!(synced, LeadField::ALL);
+        for field in LeadField::ALL {
+            let column = LeadColumn::from(field);
+            assert_eq!(column.column(), field.name());
+            assert_eq!(column.synced(), Some(field));
+            assert!(column.is_synced());
+        }
+        for column in [
+            LeadColumn::Source,
+            LeadColumn::Platform,
+            LeadColumn::PlatformUrl,
+            LeadColumn::ProfileUrl,
+        ] {
+            assert_eq!(column.synced(), None);
+        }
+    }
 }

@@ -4,68 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use leadsync_domain::{ContactId, PortalId};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use leadsync_domain::{ContactId, PortalId, ValueHash};
 use sqlx::PgExecutor;
 
 use crate::{StoreError, db_id, from_db_id};
-
-/// SHA-256 of a property value: what the echo ledger and a lead's
-/// `synced_values` keep instead of the value itself. Serialized as hex.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ValueHash([u8; 32]);
-
-impl ValueHash {
-    /// The hash of `value` exactly as given; normalising (trimming, case) is
-    /// the mapping's job, before hashing.
-    pub fn of(value: &str) -> Self {
-        Self(Sha256::digest(value.as_bytes()).into())
-    }
-
-    /// The hash of an optional value; an absent value hashes like `""`, as
-    /// HubSpot does not distinguish a cleared property from an empty one.
-    pub fn of_opt(value: Option<&str>) -> Self {
-        Self::of(value.unwrap_or_default())
-    }
-
-    /// Wraps raw hash bytes.
-    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    /// The raw hash bytes.
-    pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    fn from_slice(bytes: &[u8]) -> Result<Self, StoreError> {
-        <[u8; 32]>::try_from(bytes)
-            .map(Self)
-            .map_err(|_| StoreError::Corrupt("value hash is not 32 bytes".into()))
-    }
-}
-
-impl std::fmt::Debug for ValueHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ValueHash({})", &hex::encode(self.0)[..12])
-    }
-}
-
-impl Serialize for ValueHash {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for ValueHash {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(text.as_bytes(), &mut out).map_err(serde::de::Error::custom)?;
-        Ok(Self(out))
-    }
-}
 
 /// One recorded write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +116,8 @@ pub async fn get(
             Ok((
                 (ContactId::new(from_db_id(contact)), property),
                 LedgerEntry {
-                    value_hash: ValueHash::from_slice(&hash)?,
+                    value_hash: ValueHash::from_bytes(&hash)
+                        .ok_or_else(|| StoreError::Corrupt("value hash is not 16 bytes".into()))?,
                     written_at,
                 },
             ))

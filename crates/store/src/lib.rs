@@ -25,8 +25,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 pub use crypto::{CryptoError, TokenCipher};
 pub use error::StoreError;
 pub use integrations::{Integration, IntegrationSettings};
-pub use leads::{Lead, LeadField};
-pub use ledger::ValueHash;
+pub use leads::{Lead, LeadColumn};
 
 /// The schema migrations of `crates/store/migrations`, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

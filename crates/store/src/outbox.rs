@@ -3,12 +3,11 @@
 //! hands them to the queue, and marks them relayed in the same transaction.
 
 use chrono::{DateTime, Utc};
-use leadsync_domain::ContactId;
+use leadsync_domain::{ContactId, LeadField};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use crate::leads::LeadField;
 use crate::text_enum::text_enum;
 use crate::{StoreError, from_db_id};
 
@@ -41,7 +40,7 @@ pub struct LeadChange {
     pub crm_id: Option<ContactId>,
     /// What happened.
     pub operation: ChangeOperation,
-    /// The synced fields that changed, in `LeadField::SYNCED` order.
+    /// The synced fields that changed, in [`LeadField::ALL`] order.
     pub changed_fields: Vec<LeadField>,
     /// When.
     pub created_at: DateTime<Utc>,
@@ -53,13 +52,20 @@ type ChangeRow = (
     Uuid,
     Option<i64>,
     ChangeOperation,
-    Vec<LeadField>,
+    Vec<String>,
     DateTime<Utc>,
 );
 
-fn to_change(row: ChangeRow) -> LeadChange {
+fn to_change(row: ChangeRow) -> Result<LeadChange, StoreError> {
     let (id, integration_id, lead_id, crm_id, operation, changed_fields, created_at) = row;
-    LeadChange {
+    let changed_fields = changed_fields
+        .iter()
+        .map(|name| {
+            LeadField::from_name(name)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown synced field `{name}`")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(LeadChange {
         id,
         integration_id,
         lead_id,
@@ -67,7 +73,7 @@ fn to_change(row: ChangeRow) -> LeadChange {
         operation,
         changed_fields,
         created_at,
-    }
+    })
 }
 
 /// Claims up to `limit` pending changes, oldest first, skipping rows another
@@ -85,7 +91,7 @@ pub async fn claim_batch(
     .bind(limit.clamp(1, 10_000))
     .fetch_all(conn)
     .await?;
-    Ok(rows.into_iter().map(to_change).collect())
+    rows.into_iter().map(to_change).collect()
 }
 
 /// Marks changes relayed; returns how many were pending.

@@ -1,11 +1,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use leadsync_domain::ContactId;
+use leadsync_domain::{ContactId, LeadField, ValueHash};
 use leadsync_store::leads::{
     self, CrmSyncStatus, InboundLead, LeadFields, LinkOutcome, ListLeads, SyncDirection, SyncUpdate,
 };
-use leadsync_store::{LeadField, StoreError, ValueHash};
+use leadsync_store::{LeadColumn, StoreError};
 
 use crate::helpers::{lead, new_integration, setup};
 
@@ -116,11 +116,17 @@ async fn insert_or_link_creates_links_and_never_duplicates() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    let stored_hash: String =
+        sqlx::query_scalar("SELECT synced_values ->> 'email' FROM leads WHERE crm_id = 1")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
 
     // Assert
     let LinkOutcome::Created(c) = created else {
         panic!("{created:?}")
     };
+    assert_eq!(stored_hash, ValueHash::of("new@x.io").to_hex());
     assert_eq!(c.crm_id, Some(ContactId::new(1)));
     assert_eq!(c.source_system, leads::SourceSystem::Hubspot);
     assert_eq!(c.last_sync_direction, Some(SyncDirection::FromCrm));
@@ -307,7 +313,7 @@ async fn batch_fetch_update_and_list() {
     let target = &batch[0];
     let update = SyncUpdate {
         direction: SyncDirection::FromCrm,
-        values: BTreeMap::from([(LeadField::Company, Some("Acme".to_owned()))]),
+        values: BTreeMap::from([(LeadColumn::Company, Some("Acme".to_owned()))]),
         synced_values: BTreeMap::from([(LeadField::Company, ValueHash::of("Acme"))]),
         last_modified_in_crm: Some(chrono::Utc::now()),
         link_crm_id: None,
@@ -320,7 +326,7 @@ async fn batch_fetch_update_and_list() {
         pool,
         acme.id,
         target.id,
-        &BTreeMap::from([(LeadField::JobTitle, Some("CTO".to_owned()))]),
+        &BTreeMap::from([(LeadColumn::JobTitle, Some("CTO".to_owned()))]),
     )
     .await
     .unwrap()

@@ -1,9 +1,9 @@
 use std::collections::BTreeMap;
 
-use leadsync_domain::ContactId;
+use leadsync_domain::{ContactId, LeadField, ValueHash};
+use leadsync_store::LeadColumn;
 use leadsync_store::leads::{self, InboundLead, LeadFields, SyncDirection, SyncUpdate};
 use leadsync_store::outbox::{self, ChangeOperation, LeadChange};
-use leadsync_store::{LeadField, ValueHash};
 use sqlx::PgPool;
 
 use crate::helpers::setup;
@@ -144,7 +144,7 @@ async fn field_updated_at_tracks_platform_changes_only() {
         pool,
         acme.id,
         lead.id,
-        &BTreeMap::from([(LeadField::Phone, Some("1".to_owned()))]),
+        &BTreeMap::from([(LeadColumn::Phone, Some("1".to_owned()))]),
     )
     .await
     .unwrap()
@@ -152,7 +152,7 @@ async fn field_updated_at_tracks_platform_changes_only() {
     let mut tx = db.store.begin_inbound().await.unwrap();
     let inbound = SyncUpdate {
         direction: SyncDirection::FromCrm,
-        values: BTreeMap::from([(LeadField::Company, Some("C".to_owned()))]),
+        values: BTreeMap::from([(LeadColumn::Company, Some("C".to_owned()))]),
         synced_values: BTreeMap::from([(LeadField::Company, ValueHash::of("C"))]),
         last_modified_in_crm: None,
         link_crm_id: None,

@@ -1,14 +1,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use leadsync_domain::{ContactId, PortalId};
+use leadsync_domain::{ContactId, LeadField, PortalId, ValueHash};
 use leadsync_store::audit::{self, AuditAction, AuditEntry, Direction, FieldChange};
 use leadsync_store::dead_letters::{self, DeadLetterFilter, DeadLetterKind, NewDeadLetter};
 use leadsync_store::integrations::{self, ConflictPolicy, Tokens};
 use leadsync_store::stats::{self, StatsDelta};
-use leadsync_store::{
-    CryptoError, LeadField, StoreError, TokenCipher, ValueHash, events, leads, ledger,
-};
+use leadsync_store::{CryptoError, StoreError, TokenCipher, events, leads, ledger};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::helpers::{new_integration, setup};
@@ -69,6 +67,11 @@ async fn ledger_upserts_and_reads_in_batches() {
         .await
         .unwrap();
     let all = ledger::get(pool, portal, &[c1], &[]).await.unwrap();
+    let stored_lengths: Vec<i32> =
+        sqlx::query_scalar("SELECT DISTINCT octet_length(value_hash) FROM echo_ledger")
+            .fetch_all(pool)
+            .await
+            .unwrap();
     let other_portal = ledger::get(pool, PortalId::new(7), &[c1], &[])
         .await
         .unwrap();
@@ -85,6 +88,7 @@ async fn ledger_upserts_and_reads_in_batches() {
     );
     assert_eq!(all.len(), 2);
     assert!(other_portal.is_empty());
+    assert_eq!(stored_lengths, vec![16]);
     db.cleanup().await.unwrap();
 }
 

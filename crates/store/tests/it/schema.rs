@@ -1,4 +1,4 @@
-use leadsync_store::LeadField;
+use leadsync_domain::LeadField;
 use leadsync_store::testing::TestDb;
 
 #[tokio::test]
@@ -19,13 +19,10 @@ async fn migrations_apply_twice_and_synced_columns_match() {
 
     // Assert
     assert_eq!(applied, leadsync_store::MIGRATOR.iter().count() as i64);
-    let expected: Vec<String> = LeadField::SYNCED
-        .iter()
-        .map(|f| f.column().to_owned())
-        .collect();
+    let expected: Vec<String> = LeadField::ALL.iter().map(|f| f.name().to_owned()).collect();
     assert_eq!(
         synced, expected,
-        "LeadField::SYNCED must mirror the SQL function"
+        "LeadField::ALL must mirror the SQL function"
     );
     db.cleanup().await.unwrap();
 }
