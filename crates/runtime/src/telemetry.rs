@@ -15,8 +15,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+use tracing_subscriber::{Layer, Registry};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -78,36 +78,35 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
         )
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer().with_tracer(p.tracer(settings.service_name.clone()))
-    });
+    // Each layer carries its own filter, and there is no layer without one:
+    // a span nobody records is then never built. (An absent `Option` layer
+    // would declare interest in everything and make every span cost.)
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
     // The log layers see events only. Formatting every span's fields as it
     // opens (what the fmt layer does for spans it sees) cost more than the
-    // rest of a webhook request; spans reach the trace exporter instead, and
-    // log lines carry the ids they need as their own fields.
-    let events_only = || filter_fn(|meta| meta.is_event());
-    let (json, pretty) = match settings.log_format {
-        LogFormat::Json => (
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
-                    .with_filter(events_only()),
-            ),
-            None,
-        ),
-        LogFormat::Pretty => (
-            None,
-            Some(tracing_subscriber::fmt::layer().with_filter(events_only())),
-        ),
-    };
+    // rest of a webhook request; spans go to the trace exporter, and log lines
+    // carry the ids they need as their own fields.
+    let logs = filter.clone().and(filter_fn(|meta| meta.is_event()));
+    layers.push(match settings.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_filter(logs)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_filter(logs).boxed(),
+    });
+    if let Some(p) = &provider {
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer(settings.service_name.clone()))
+                .with_filter(filter)
+                .boxed(),
+        );
+    }
     tracing_subscriber::registry()
-        .with(filter)
-        .with(json)
-        .with(pretty)
-        .with(otel)
+        .with(layers)
         .try_init()
         .map_err(|e| TelemetryError::AlreadyInitialised(e.to_string()))?;
     Ok(TelemetryGuard { provider })
