@@ -169,7 +169,9 @@ impl Settings {
     pub fn load() -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         // The one place the process environment is read directly.
-        if let Some(path) = std::env::var_os(FILE_ENV) {
+        #[allow(clippy::disallowed_methods)]
+        let file = std::env::var_os(FILE_ENV);
+        if let Some(path) = file {
             figment = figment.merge(Toml::file_exact(path));
         }
         Self::from_figment(&figment.merge(Env::prefixed(ENV_PREFIX).split("__")))

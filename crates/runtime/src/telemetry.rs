@@ -117,7 +117,10 @@ pub fn init_for_tests() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        if std::env::var_os("TEST_LOG").is_some() {
+        // Test-only switch, not a setting of the service.
+        #[allow(clippy::disallowed_methods)]
+        let verbose = std::env::var_os("TEST_LOG").is_some();
+        if verbose {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(EnvFilter::new("info"))
                 .with_test_writer()
