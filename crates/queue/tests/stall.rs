@@ -48,6 +48,23 @@ async fn count(_event: InboundEvent, processed: Data<Arc<AtomicUsize>>) -> Resul
     Ok(())
 }
 
+/// Runs an apalis worker on the queue until `processed` reaches `expected`
+/// (or two minutes pass), then stops it.
+async fn drain(settings: &Settings, name: &str, processed: &Arc<AtomicUsize>, expected: usize) {
+    let worker = WorkerBuilder::new(format!("{name}-{}", std::process::id()))
+        .backend(storage(settings).await)
+        .data(Arc::clone(processed))
+        .build(count);
+    let running = tokio::spawn(worker.run());
+    let started = Instant::now();
+    while processed.load(Ordering::Relaxed) < expected
+        && started.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.abort();
+}
+
 #[tokio::test]
 async fn a_backlog_of_due_tasks_stalls_apalis_alone_and_drains_after_bounded_promotion() {
     // Arrange: 9,000 tasks pushed the apalis-redis way, all due in the scheduled set.
@@ -83,18 +100,7 @@ async fn a_backlog_of_due_tasks_stalls_apalis_alone_and_drains_after_bounded_pro
         .promote_due()
         .await
         .unwrap();
-    let worker = WorkerBuilder::new(format!("drain-{}", std::process::id()))
-        .backend(storage(&settings).await)
-        .data(Arc::clone(&processed))
-        .build(count);
-    let running = tokio::spawn(worker.run());
-    let started = Instant::now();
-    while processed.load(Ordering::Relaxed) < BACKLOG
-        && started.elapsed() < Duration::from_secs(120)
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    running.abort();
+    drain(&settings, "drain", &processed, BACKLOG).await;
 
     // Assert 2: every task ran exactly once.
     assert_eq!(promoted, BACKLOG as u64);
@@ -121,18 +127,7 @@ async fn events_pushed_by_the_queue_never_wait_in_the_scheduled_set() {
         pusher.push(chunk).await.unwrap();
     }
     let processed = Arc::new(AtomicUsize::new(0));
-    let worker = WorkerBuilder::new(format!("active-{}", std::process::id()))
-        .backend(storage(&settings).await)
-        .data(Arc::clone(&processed))
-        .build(count);
-    let running = tokio::spawn(worker.run());
-    let started = Instant::now();
-    while processed.load(Ordering::Relaxed) < BACKLOG
-        && started.elapsed() < Duration::from_secs(120)
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    running.abort();
+    drain(&settings, "active", &processed, BACKLOG).await;
 
     // Assert: apalis consumed all of them without any promotion of ours.
     assert_eq!(processed.load(Ordering::Relaxed), BACKLOG);
