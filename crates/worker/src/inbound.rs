@@ -1,0 +1,947 @@
+//! The inbound batch processor: HubSpot webhook events → lead rows
+//! (design.md §1 "worker", §2.1–§2.3, §2.6).
+//!
+//! Events are *dirty signals*: the processor coalesces them per contact,
+//! reads the current state of every dirty contact with one batch read per
+//! portal, decides field by field ([`decide_inbound`]) and writes the whole
+//! batch — leads, audit entries, processed keys, counters, dead letters — in
+//! one inbound transaction. The caller acknowledges the jobs only after
+//! [`process_batch`] returned `Ok`; an `Err` means "retry the whole batch",
+//! which is safe because processed keys are recorded in the same transaction.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+use leadsync_domain::{
+    ContactId, Current, FieldDecision, FieldMapping, Incoming, KeepReason, LeadField, MappingEntry,
+    MappingError, PortalId, SyncPolicy, ValueHash, decide_inbound,
+};
+use leadsync_hubspot::{BatchRead, Client, Contact, HubSpotError};
+use leadsync_queue::InboundEvent;
+use leadsync_store::audit::{self, AuditAction, AuditEntry, Direction, FieldChange};
+use leadsync_store::dead_letters::{self, DeadLetterKind, NewDeadLetter};
+use leadsync_store::integrations::{self, DeletionMode};
+use leadsync_store::leads::{
+    self, FieldValues, InboundLead, LeadFields, LinkOutcome, SyncDirection, SyncUpdate,
+};
+use leadsync_store::ledger::{self, LedgerEntry};
+use leadsync_store::stats::{self, StatsDelta};
+use leadsync_store::{Integration, IntegrationSettings, Lead, LeadColumn, Store, StoreError};
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::contact_event::{self, ContactEvent, ContactEventKind};
+
+/// What the processor needs.
+#[derive(Debug, Clone)]
+pub struct InboundDeps {
+    /// The platform's database.
+    pub store: Store,
+    /// The HubSpot client (tokens per portal already configured).
+    pub hubspot: Client,
+}
+
+/// What one batch did, for logs, metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Jobs handed in.
+    pub jobs: usize,
+    /// Jobs whose event was already processed (or repeated in the batch).
+    pub duplicates: usize,
+    /// Jobs dead-lettered.
+    pub dead_lettered: usize,
+    /// Events applied (with an effect or a decided no-op).
+    pub processed: usize,
+    /// Leads created from contacts.
+    pub created: usize,
+    /// Existing leads linked to contacts.
+    pub linked: usize,
+    /// Leads whose fields were updated.
+    pub updated: usize,
+    /// Leads unlinked from deleted contacts.
+    pub unlinked: usize,
+    /// Leads soft-deleted with their contacts.
+    pub deleted: usize,
+    /// Leads restored with their contacts.
+    pub restored: usize,
+    /// Leads erased by a privacy deletion.
+    pub erased: usize,
+    /// Merges applied.
+    pub merged: usize,
+    /// Contacts (or fields, for echoes and conflicts) left unwritten, by reason.
+    pub skipped: BTreeMap<String, usize>,
+    /// Batch reads issued (one per portal with dirty contacts).
+    pub batch_reads: usize,
+}
+
+impl BatchReport {
+    fn skip(&mut self, reason: &str, delta: &mut StatsDelta) {
+        *self.skipped.entry(reason.to_owned()).or_default() += 1;
+        delta.skipped(reason, 1);
+    }
+}
+
+/// Why a batch must be retried as a whole. Permanent failures never come
+/// back as an error: they are dead-lettered.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    /// The database failed (connection, deadlock, ...).
+    #[error("database error: {0}")]
+    Store(#[from] StoreError),
+    /// HubSpot failed in a way that may pass (network, 5xx, 429).
+    #[error("transient HubSpot error: {0}")]
+    HubSpot(#[from] HubSpotError),
+}
+
+impl From<sqlx::Error> for InboundError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Store(err.into())
+    }
+}
+
+/// One event routed to its integration.
+struct Routed<'a> {
+    job: &'a InboundEvent,
+    event: ContactEvent,
+}
+
+/// The events of one integration in this batch, and the state read for them.
+struct IntegrationWork<'a> {
+    integration: Integration,
+    mapping: FieldMapping,
+    events: Vec<Routed<'a>>,
+    read: Option<BatchRead>,
+}
+
+/// Processes one batch of inbound jobs; see the module documentation.
+///
+/// # Errors
+/// [`InboundError`] when the batch should be retried whole (database or
+/// transient HubSpot failure). Nothing was committed then.
+pub async fn process_batch(
+    deps: &InboundDeps,
+    jobs: Vec<InboundEvent>,
+) -> Result<BatchReport, InboundError> {
+    let started = Instant::now();
+    let mut report = BatchReport {
+        jobs: jobs.len(),
+        ..BatchReport::default()
+    };
+    let pool = deps.store.pool();
+    let mut dead: Vec<(NewDeadLetter, Option<Uuid>)> = Vec::new();
+    let mut work: BTreeMap<Uuid, IntegrationWork<'_>> = BTreeMap::new();
+    let mut by_portal: HashMap<PortalId, Option<Integration>> = HashMap::new();
+    let mut by_name: HashMap<String, Option<Integration>> = HashMap::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+
+    // 1–2. Parse, drop duplicates, route each event to its integration.
+    for job in &jobs {
+        if !seen.insert(job.key.as_str())
+            || leadsync_store::events::is_processed(pool, job.key.as_str()).await?
+        {
+            report.duplicates += 1;
+            continue;
+        }
+        let event = match contact_event::parse(&job.event) {
+            Ok(event) => event,
+            Err(err) => {
+                dead.push((letter(job, None, job.portal_id, err.reason()), None));
+                continue;
+            }
+        };
+        let integration = match &job.integration {
+            Some(name) => match by_name.get(name) {
+                Some(found) => found.clone(),
+                None => {
+                    let found = integrations::by_name(pool, name).await?;
+                    by_name.insert(name.clone(), found.clone());
+                    found
+                }
+            },
+            None => match by_portal.get(&event.portal) {
+                Some(found) => found.clone(),
+                None => {
+                    let found = integrations::by_portal(pool, event.portal).await?;
+                    by_portal.insert(event.portal, found.clone());
+                    found
+                }
+            },
+        };
+        let Some(integration) = integration else {
+            dead.push((
+                letter(job, None, Some(event.portal), "unknown_portal"),
+                None,
+            ));
+            continue;
+        };
+        if integration.portal_id != event.portal {
+            dead.push((
+                letter(
+                    job,
+                    Some(integration.id),
+                    Some(event.portal),
+                    "portal_mismatch",
+                ),
+                Some(integration.id),
+            ));
+            continue;
+        }
+        let id = integration.id;
+        let w = match work.entry(id) {
+            std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                let Ok(mapping) = mapping_for(&integration.settings) else {
+                    dead.push((
+                        letter(job, Some(id), Some(event.portal), "invalid_field_mapping"),
+                        Some(id),
+                    ));
+                    continue;
+                };
+                slot.insert(IntegrationWork {
+                    integration,
+                    mapping,
+                    events: Vec::new(),
+                    read: None,
+                })
+            }
+        };
+        w.events.push(Routed { job, event });
+    }
+
+    // 3. One batch read per portal for every dirty contact.
+    let mut failed_reads = Vec::new();
+    for (id, w) in &mut work {
+        if !w.integration.settings.directions.inbound {
+            continue;
+        }
+        let erased: HashSet<ContactId> = w
+            .events
+            .iter()
+            .filter(|r| r.event.kind == ContactEventKind::PrivacyDeletion)
+            .map(|r| r.event.contact)
+            .collect();
+        let dirty: BTreeSet<ContactId> = w
+            .events
+            .iter()
+            .map(|r| match &r.event.kind {
+                ContactEventKind::Merge { primary, .. } => *primary,
+                _ => r.event.contact,
+            })
+            .filter(|c| !erased.contains(c))
+            .collect();
+        if dirty.is_empty() {
+            continue;
+        }
+        let ids: Vec<ContactId> = dirty.into_iter().collect();
+        let properties = w.mapping.properties();
+        report.batch_reads += 1;
+        match deps
+            .hubspot
+            .batch_read(w.integration.portal_id, &ids, &properties, &properties)
+            .await
+        {
+            Ok(read) => w.read = Some(read),
+            Err(err) if err.is_retryable() => return Err(err.into()),
+            Err(err) => {
+                tracing::warn!(
+                    integration.id = %id,
+                    error.code = err.code(),
+                    "Permanent HubSpot error on batch read; dead-lettering the portal's events"
+                );
+                failed_reads.push((*id, format!("hubspot_{}", err.code())));
+            }
+        }
+    }
+    for (id, reason) in failed_reads {
+        if let Some(w) = work.remove(&id) {
+            for r in w.events {
+                dead.push((
+                    letter(r.job, Some(id), Some(r.event.portal), &reason),
+                    Some(id),
+                ));
+            }
+        }
+    }
+
+    // 4. One inbound transaction for the whole batch.
+    let mut tx = deps.store.begin_inbound().await?;
+    let mut failed_by_integration: BTreeMap<Uuid, i64> = BTreeMap::new();
+    for (letter, integration) in &dead {
+        dead_letters::record(&mut *tx, letter).await?;
+        if let Some(id) = integration {
+            *failed_by_integration.entry(*id).or_default() += 1;
+        }
+    }
+    report.dead_lettered = dead.len();
+    for (id, w) in &work {
+        let mut delta = StatsDelta::new();
+        if let Some(n) = failed_by_integration.remove(id) {
+            delta.failed(n);
+        }
+        let mut entries = Vec::new();
+        apply_integration(&mut tx, w, &mut report, &mut delta, &mut entries).await?;
+        audit::record_many(&mut *tx, &entries).await?;
+        delta.processing_time(started.elapsed());
+        stats::increment(&mut *tx, *id, &delta).await?;
+    }
+    for (id, n) in failed_by_integration {
+        let mut delta = StatsDelta::new();
+        delta.failed(n);
+        stats::increment(&mut *tx, id, &delta).await?;
+    }
+    tx.commit().await?;
+    tracing::debug!(
+        jobs = report.jobs,
+        processed = report.processed,
+        duplicates = report.duplicates,
+        dead_lettered = report.dead_lettered,
+        "Inbound batch committed"
+    );
+    Ok(report)
+}
+
+/// The integration's mapping: the default one, with the property names its
+/// settings override.
+fn mapping_for(settings: &IntegrationSettings) -> Result<FieldMapping, MappingError> {
+    if settings.field_mapping.is_empty() {
+        return Ok(FieldMapping::default());
+    }
+    let entries = FieldMapping::default()
+        .entries()
+        .iter()
+        .map(|e| MappingEntry {
+            field: e.field,
+            property: settings
+                .field_mapping
+                .get(&e.field)
+                .cloned()
+                .unwrap_or_else(|| e.property.clone()),
+            case: e.case,
+        })
+        .collect();
+    FieldMapping::new(entries)
+}
+
+fn letter(
+    job: &InboundEvent,
+    integration_id: Option<Uuid>,
+    portal_id: Option<PortalId>,
+    reason: &str,
+) -> NewDeadLetter {
+    NewDeadLetter {
+        integration_id,
+        portal_id,
+        event_key: job.key.as_str().to_owned(),
+        kind: DeadLetterKind::InboundEvent,
+        reason: reason.to_owned(),
+        payload: serde_json::from_str(job.event.get())
+            .unwrap_or_else(|_| serde_json::Value::String(job.event.get().to_owned())),
+    }
+}
+
+fn audit_entry(
+    integration: Uuid,
+    lead: Option<Uuid>,
+    contact: ContactId,
+    key: Option<&str>,
+    action: AuditAction,
+    reason: Option<&str>,
+) -> AuditEntry {
+    let mut entry = AuditEntry::new(Direction::Inbound, action);
+    entry.integration_id = Some(integration);
+    entry.lead_id = lead;
+    entry.contact_id = Some(contact);
+    entry.event_key = key.map(str::to_owned);
+    entry.reason = reason.map(str::to_owned);
+    entry
+}
+
+/// What the batch's events say about one contact.
+#[derive(Default)]
+struct ContactSignals {
+    /// The key of the latest event (for the audit trail).
+    last_key: Option<String>,
+    events: usize,
+    restore: bool,
+}
+
+/// Applies one integration's events inside the batch transaction.
+async fn apply_integration(
+    conn: &mut PgConnection,
+    w: &IntegrationWork<'_>,
+    report: &mut BatchReport,
+    delta: &mut StatsDelta,
+    audit_out: &mut Vec<AuditEntry>,
+) -> Result<(), InboundError> {
+    let integration = &w.integration;
+    let id = integration.id;
+    // The Postgres side of the dedupe: only keys new in this transaction
+    // take effect, so a concurrent or retried batch never applies twice.
+    let keys: Vec<&str> = w.events.iter().map(|r| r.job.key.as_str()).collect();
+    let new = leadsync_store::events::mark_processed_many(&mut *conn, Some(id), &keys).await?;
+    let events: Vec<&ContactEvent> = w
+        .events
+        .iter()
+        .filter(|r| new.contains(r.job.key.as_str()))
+        .map(|r| &r.event)
+        .collect();
+    report.duplicates += w.events.len() - events.len();
+    if events.is_empty() {
+        return Ok(());
+    }
+    report.processed += events.len();
+    delta.processed(i64::try_from(events.len()).unwrap_or(i64::MAX));
+    if !integration.settings.directions.inbound {
+        for _ in &events {
+            report.skip("inbound_disabled", delta);
+        }
+        return Ok(());
+    }
+
+    // Privacy deletions first: they win over anything else about the contact.
+    let mut erased: HashSet<ContactId> = HashSet::new();
+    for e in events
+        .iter()
+        .filter(|e| e.kind == ContactEventKind::PrivacyDeletion)
+    {
+        if !erased.insert(e.contact) {
+            continue;
+        }
+        let erasure = leads::erase(&mut *conn, id, Some(e.contact), None).await?;
+        report.erased += 1;
+        audit_out.push(audit_entry(
+            id,
+            erasure.lead_id,
+            e.contact,
+            Some(e.key.as_str()),
+            AuditAction::Erased,
+            Some("privacy_deletion"),
+        ));
+    }
+    // Merges next, so the surviving contact's read below lands on the right lead.
+    for e in &events {
+        if let ContactEventKind::Merge { primary, merged } = &e.kind {
+            let outcome = leads::repoint_merged(&mut *conn, id, merged, *primary).await?;
+            report.merged += 1;
+            let mut entry = audit_entry(
+                id,
+                outcome.kept,
+                *primary,
+                Some(e.key.as_str()),
+                AuditAction::Merged,
+                None,
+            );
+            for unlinked in &outcome.unlinked {
+                entry
+                    .changes
+                    .insert(format!("unlinked_lead:{unlinked}"), FieldChange::default());
+            }
+            audit_out.push(entry);
+        }
+    }
+
+    let mut signals: BTreeMap<ContactId, ContactSignals> = BTreeMap::new();
+    for e in &events {
+        let contact = match &e.kind {
+            ContactEventKind::PrivacyDeletion => continue,
+            ContactEventKind::Merge { primary, .. } => *primary,
+            _ => e.contact,
+        };
+        if erased.contains(&contact) {
+            continue;
+        }
+        let s = signals.entry(contact).or_default();
+        s.last_key = Some(e.key.as_str().to_owned());
+        s.events += 1;
+        s.restore |= e.kind == ContactEventKind::Restore;
+    }
+    let Some(read) = &w.read else {
+        return Ok(());
+    };
+
+    let contacts: BTreeMap<ContactId, &Contact> = read
+        .contacts
+        .iter()
+        .filter(|c| !erased.contains(&c.id))
+        .map(|c| (c.id, c))
+        .collect();
+    let found: Vec<ContactId> = contacts.keys().copied().collect();
+    let properties = w.mapping.properties();
+    let ledger = ledger::get(&mut *conn, integration.portal_id, &found, &properties).await?;
+    let mut linked: HashMap<ContactId, Lead> = leads::by_crm_ids_for_update(&mut *conn, id, &found)
+        .await?
+        .into_iter()
+        .filter_map(|l| l.crm_id.map(|c| (c, l)))
+        .collect();
+    let policy = SyncPolicy {
+        conflict: integration.settings.conflict_policy,
+        per_field: integration.settings.field_policies.clone(),
+        empty_never_overwrites: integration.settings.empty_never_overwrites,
+    };
+    let ctx = SyncCtx {
+        integration: id,
+        mapping: &w.mapping,
+        policy: &policy,
+        ledger: &ledger,
+    };
+
+    for (contact_id, contact) in &contacts {
+        let signal = signals.get(contact_id);
+        let key = signal.and_then(|s| s.last_key.as_deref());
+        let restore = signal.is_some_and(|s| s.restore);
+        match linked.remove(contact_id) {
+            Some(lead) if lead.deleted_at.is_some() => {
+                if !restore {
+                    report.skip("lead_deleted", delta);
+                    audit_out.push(audit_entry(
+                        id,
+                        Some(lead.id),
+                        *contact_id,
+                        key,
+                        AuditAction::Skipped,
+                        Some("lead_deleted"),
+                    ));
+                    continue;
+                }
+                match restore_lead(&mut *conn, id, *contact_id).await? {
+                    Some(lead) => {
+                        report.restored += 1;
+                        audit_out.push(audit_entry(
+                            id,
+                            Some(lead.id),
+                            *contact_id,
+                            key,
+                            AuditAction::Restored,
+                            None,
+                        ));
+                        sync_lead(
+                            &mut *conn, &ctx, &lead, contact, key, report, delta, audit_out,
+                        )
+                        .await?;
+                    }
+                    None => {
+                        report.skip("duplicate_email", delta);
+                        audit_out.push(audit_entry(
+                            id,
+                            Some(lead.id),
+                            *contact_id,
+                            key,
+                            AuditAction::Skipped,
+                            Some("duplicate_email"),
+                        ));
+                    }
+                }
+            }
+            Some(lead) => {
+                sync_lead(
+                    &mut *conn, &ctx, &lead, contact, key, report, delta, audit_out,
+                )
+                .await?;
+            }
+            None => {
+                create_or_link(&mut *conn, &ctx, contact, key, report, delta, audit_out).await?;
+            }
+        }
+    }
+
+    // Contacts gone from HubSpot (deleted meanwhile, or the event said so).
+    let gone: BTreeSet<ContactId> = read
+        .not_found
+        .iter()
+        .copied()
+        .filter(|c| signals.contains_key(c) && !erased.contains(c))
+        .collect();
+    for contact_id in gone {
+        let key = signals.get(&contact_id).and_then(|s| s.last_key.as_deref());
+        let (lead, action) = match integration.settings.deletion_mode {
+            DeletionMode::Unlink => (
+                leads::unlink(&mut *conn, id, contact_id).await?,
+                AuditAction::Unlinked,
+            ),
+            DeletionMode::SoftDelete => (
+                leads::soft_delete_by_crm_id(&mut *conn, id, contact_id).await?,
+                AuditAction::Updated,
+            ),
+        };
+        match lead {
+            Some(lead) => {
+                let reason = if action == AuditAction::Updated {
+                    report.deleted += 1;
+                    "soft_deleted"
+                } else {
+                    report.unlinked += 1;
+                    "contact_deleted"
+                };
+                audit_out.push(audit_entry(
+                    id,
+                    Some(lead.id),
+                    contact_id,
+                    key,
+                    action,
+                    Some(reason),
+                ));
+            }
+            None => {
+                report.skip("no_linked_lead", delta);
+                audit_out.push(audit_entry(
+                    id,
+                    None,
+                    contact_id,
+                    key,
+                    AuditAction::Skipped,
+                    Some("no_linked_lead"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Restores a soft-deleted lead in a savepoint: a live lead that took its
+/// address meanwhile must not abort the batch. `None` then.
+async fn restore_lead(
+    conn: &mut PgConnection,
+    integration: Uuid,
+    contact: ContactId,
+) -> Result<Option<Lead>, InboundError> {
+    let mut sp = conn.begin().await?;
+    match leads::restore_by_crm_id(&mut *sp, integration, contact).await {
+        Ok(lead) => {
+            sp.commit().await?;
+            Ok(lead)
+        }
+        Err(StoreError::DuplicateEmail) => {
+            sp.rollback().await?;
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// What every field decision of an integration needs.
+struct SyncCtx<'a> {
+    integration: Uuid,
+    mapping: &'a FieldMapping,
+    policy: &'a SyncPolicy,
+    ledger: &'a HashMap<(ContactId, String), LedgerEntry>,
+}
+
+/// HubSpot's side of every mapped property the contact came back with.
+/// Properties absent from the answer (unknown to HubSpot) are left out, so
+/// they never clear a lead field.
+fn incoming_fields(
+    mapping: &FieldMapping,
+    contact: &Contact,
+) -> Vec<(LeadField, String, Incoming)> {
+    mapping
+        .entries()
+        .iter()
+        .filter_map(|e| {
+            let raw = contact.properties.get(&e.property)?;
+            let value = mapping.inbound_value(e.field, raw.as_deref().unwrap_or(""));
+            let changed_at_ms =
+                contact
+                    .properties_with_history
+                    .get(&e.property)
+                    .and_then(|versions| {
+                        versions
+                            .iter()
+                            .map(|v| v.timestamp.timestamp_millis())
+                            .max()
+                    });
+            Some((
+                e.field,
+                e.property.clone(),
+                Incoming {
+                    value,
+                    changed_at_ms,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Field decisions for a linked lead, written with one `apply_sync`.
+#[allow(clippy::too_many_arguments)]
+async fn sync_lead(
+    conn: &mut PgConnection,
+    ctx: &SyncCtx<'_>,
+    lead: &Lead,
+    contact: &Contact,
+    key: Option<&str>,
+    report: &mut BatchReport,
+    delta: &mut StatsDelta,
+    audit_out: &mut Vec<AuditEntry>,
+) -> Result<(), InboundError> {
+    let mut values = FieldValues::new();
+    let mut synced: BTreeMap<LeadField, ValueHash> = BTreeMap::new();
+    let mut applied: BTreeMap<String, FieldChange> = BTreeMap::new();
+    let mut overridden = false;
+    let mut echoed: BTreeMap<String, FieldChange> = BTreeMap::new();
+    let mut kept: Vec<(KeepReason, String, FieldChange)> = Vec::new();
+
+    for (field, property, incoming) in incoming_fields(ctx.mapping, contact) {
+        let column = LeadColumn::from(field);
+        let current_value = lead.fields.get(column).unwrap_or("").to_owned();
+        let base = lead.synced_values.get(&field).copied();
+        let current = Current {
+            value: current_value.clone(),
+            base,
+            changed_at_ms: lead
+                .field_updated_at
+                .get(&field)
+                .map(chrono::DateTime::timestamp_millis),
+        };
+        let last_written = ctx
+            .ledger
+            .get(&(contact.id, property))
+            .map(|entry| entry.value_hash);
+        match decide_inbound(field, &incoming, &current, last_written, ctx.policy) {
+            FieldDecision::Apply {
+                value,
+                overridden: lost,
+            } => {
+                synced.insert(field, ValueHash::of(&value));
+                overridden |= lost.is_some();
+                applied.insert(
+                    field.name().to_owned(),
+                    FieldChange {
+                        before: non_empty(&current_value),
+                        after: non_empty(&value),
+                        losing_value: lost,
+                    },
+                );
+                values.insert(column, non_empty(&value));
+            }
+            FieldDecision::NoChange => {
+                // Both sides hold this value: it is the new merge base.
+                let agreed = ValueHash::of(&current_value);
+                if base != Some(agreed) {
+                    synced.insert(field, agreed);
+                }
+            }
+            FieldDecision::Echo => {
+                if incoming.value.trim() == current_value.trim() {
+                    let agreed = ValueHash::of(&current_value);
+                    if base != Some(agreed) {
+                        synced.insert(field, agreed);
+                    }
+                }
+                echoed.insert(field.name().to_owned(), FieldChange::default());
+            }
+            FieldDecision::Keep { reason, losing } => {
+                kept.push((
+                    reason,
+                    field.name().to_owned(),
+                    FieldChange {
+                        before: non_empty(&current_value),
+                        after: non_empty(&current_value),
+                        losing_value: Some(losing),
+                    },
+                ));
+            }
+        }
+    }
+
+    if !values.is_empty() || !synced.is_empty() {
+        let update = SyncUpdate {
+            direction: SyncDirection::FromCrm,
+            values,
+            synced_values: synced,
+            last_modified_in_crm: contact.updated_at,
+            link_crm_id: None,
+        };
+        // A savepoint: an address already used by another lead must not
+        // abort the whole batch's transaction.
+        let mut sp = conn.begin().await?;
+        match leads::apply_sync(&mut *sp, ctx.integration, lead.id, &update).await {
+            Ok(_) => sp.commit().await?,
+            Err(StoreError::DuplicateEmail | StoreError::DuplicateCrmId) => {
+                sp.rollback().await?;
+                report.skip("duplicate_email", delta);
+                audit_out.push(audit_entry(
+                    ctx.integration,
+                    Some(lead.id),
+                    contact.id,
+                    key,
+                    AuditAction::Skipped,
+                    Some("duplicate_email"),
+                ));
+                return Ok(());
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+
+    let applied_any = !applied.is_empty();
+    if applied_any {
+        report.updated += 1;
+        delta.add(stats::FROM_HUBSPOT_SUCCESS, 1);
+        let (action, reason) = if overridden {
+            (AuditAction::Conflict, Some("conflict_hubspot_wins"))
+        } else {
+            (AuditAction::Updated, None)
+        };
+        let mut entry = audit_entry(
+            ctx.integration,
+            Some(lead.id),
+            contact.id,
+            key,
+            action,
+            reason,
+        );
+        entry.changes = applied;
+        audit_out.push(entry);
+    }
+    let mut by_reason: BTreeMap<&'static str, BTreeMap<String, FieldChange>> = BTreeMap::new();
+    for (reason, field, change) in kept {
+        by_reason
+            .entry(keep_reason(reason))
+            .or_default()
+            .insert(field, change);
+    }
+    let unchanged = !applied_any && by_reason.is_empty();
+    for (reason, changes) in by_reason {
+        report.skip(reason, delta);
+        let mut entry = audit_entry(
+            ctx.integration,
+            Some(lead.id),
+            contact.id,
+            key,
+            AuditAction::Conflict,
+            Some(reason),
+        );
+        entry.changes = changes;
+        audit_out.push(entry);
+    }
+    if !echoed.is_empty() {
+        report.skip("echo", delta);
+        let mut entry = audit_entry(
+            ctx.integration,
+            Some(lead.id),
+            contact.id,
+            key,
+            AuditAction::Skipped,
+            Some("echo"),
+        );
+        entry.changes = echoed;
+        audit_out.push(entry);
+    } else if unchanged {
+        report.skip("no_change", delta);
+        audit_out.push(audit_entry(
+            ctx.integration,
+            Some(lead.id),
+            contact.id,
+            key,
+            AuditAction::Skipped,
+            Some("no_change"),
+        ));
+    }
+    Ok(())
+}
+
+/// A contact no lead is linked to: create the lead, or link the live lead
+/// with its address (and then sync its fields).
+async fn create_or_link(
+    conn: &mut PgConnection,
+    ctx: &SyncCtx<'_>,
+    contact: &Contact,
+    key: Option<&str>,
+    report: &mut BatchReport,
+    delta: &mut StatsDelta,
+    audit_out: &mut Vec<AuditEntry>,
+) -> Result<(), InboundError> {
+    let mut fields = LeadFields::default();
+    let mut synced = BTreeMap::new();
+    let mut changes = BTreeMap::new();
+    for (field, _, incoming) in incoming_fields(ctx.mapping, contact) {
+        fields.set(LeadColumn::from(field), non_empty(&incoming.value));
+        synced.insert(field, ValueHash::of(&incoming.value));
+        if !incoming.value.is_empty() {
+            changes.insert(
+                field.name().to_owned(),
+                FieldChange {
+                    before: None,
+                    after: Some(incoming.value.clone()),
+                    losing_value: None,
+                },
+            );
+        }
+    }
+    fields.set(LeadColumn::Source, Some("HubSpot CRM".to_owned()));
+    let inbound = InboundLead {
+        crm_id: contact.id,
+        fields,
+        synced_values: synced,
+        last_modified_in_crm: contact.updated_at,
+    };
+    let outcome = leads::insert_or_link(&mut *conn, ctx.integration, &inbound).await?;
+    match outcome {
+        LinkOutcome::Created(lead) => {
+            report.created += 1;
+            delta.add(stats::FROM_HUBSPOT_SUCCESS, 1);
+            let mut entry = audit_entry(
+                ctx.integration,
+                Some(lead.id),
+                contact.id,
+                key,
+                AuditAction::Created,
+                None,
+            );
+            entry.changes = changes;
+            audit_out.push(entry);
+        }
+        LinkOutcome::Linked(lead) => {
+            report.linked += 1;
+            audit_out.push(audit_entry(
+                ctx.integration,
+                Some(lead.id),
+                contact.id,
+                key,
+                AuditAction::Linked,
+                Some("email_match"),
+            ));
+            // Linking left the lead's fields untouched; now merge them.
+            sync_lead(conn, ctx, &lead, contact, key, report, delta, audit_out).await?;
+        }
+        LinkOutcome::AlreadyLinked(lead) => {
+            sync_lead(conn, ctx, &lead, contact, key, report, delta, audit_out).await?;
+        }
+        LinkOutcome::EmailLinkedElsewhere(lead) => {
+            report.skip("email_linked_elsewhere", delta);
+            audit_out.push(audit_entry(
+                ctx.integration,
+                Some(lead.id),
+                contact.id,
+                key,
+                AuditAction::Skipped,
+                Some("email_linked_elsewhere"),
+            ));
+        }
+        LinkOutcome::Tombstoned => {
+            report.skip("tombstoned", delta);
+            audit_out.push(audit_entry(
+                ctx.integration,
+                None,
+                contact.id,
+                key,
+                AuditAction::Skipped,
+                Some("tombstoned"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn keep_reason(reason: KeepReason) -> &'static str {
+    match reason {
+        KeepReason::ConflictPlatformWins => "conflict_platform_wins",
+        KeepReason::ConflictPlatformNewer => "conflict_platform_newer",
+        KeepReason::EmptyNeverOverwrites => "empty_never_overwrites",
+    }
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    let v = value.trim();
+    (!v.is_empty()).then(|| v.to_owned())
+}
