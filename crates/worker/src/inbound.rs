@@ -74,10 +74,18 @@ pub struct BatchReport {
     pub batch_reads: usize,
 }
 
-impl BatchReport {
-    fn skip(&mut self, reason: &str, delta: &mut StatsDelta) {
-        *self.skipped.entry(reason.to_owned()).or_default() += 1;
-        delta.skipped(reason, 1);
+/// Where one integration's share of a batch is tallied: the batch report,
+/// the integration's counters and its audit entries.
+struct Tally<'a> {
+    report: &'a mut BatchReport,
+    delta: &'a mut StatsDelta,
+    audit: &'a mut Vec<AuditEntry>,
+}
+
+impl Tally<'_> {
+    fn skip(&mut self, reason: &str) {
+        *self.report.skipped.entry(reason.to_owned()).or_default() += 1;
+        self.delta.skipped(reason, 1);
     }
 }
 
@@ -279,7 +287,12 @@ pub async fn process_batch(
             delta.failed(n);
         }
         let mut entries = Vec::new();
-        apply_integration(&mut tx, w, &mut report, &mut delta, &mut entries).await?;
+        let mut out = Tally {
+            report: &mut report,
+            delta: &mut delta,
+            audit: &mut entries,
+        };
+        apply_integration(&mut tx, w, &mut out).await?;
         audit::record_many(&mut *tx, &entries).await?;
         delta.processing_time(started.elapsed());
         stats::increment(&mut *tx, *id, &delta).await?;
@@ -369,9 +382,7 @@ struct ContactSignals {
 async fn apply_integration(
     conn: &mut PgConnection,
     w: &IntegrationWork<'_>,
-    report: &mut BatchReport,
-    delta: &mut StatsDelta,
-    audit_out: &mut Vec<AuditEntry>,
+    out: &mut Tally<'_>,
 ) -> Result<(), InboundError> {
     let integration = &w.integration;
     let id = integration.id;
@@ -385,15 +396,16 @@ async fn apply_integration(
         .filter(|r| new.contains(r.job.key.as_str()))
         .map(|r| &r.event)
         .collect();
-    report.duplicates += w.events.len() - events.len();
+    out.report.duplicates += w.events.len() - events.len();
     if events.is_empty() {
         return Ok(());
     }
-    report.processed += events.len();
-    delta.processed(i64::try_from(events.len()).unwrap_or(i64::MAX));
+    out.report.processed += events.len();
+    out.delta
+        .processed(i64::try_from(events.len()).unwrap_or(i64::MAX));
     if !integration.settings.directions.inbound {
         for _ in &events {
-            report.skip("inbound_disabled", delta);
+            out.skip("inbound_disabled");
         }
         return Ok(());
     }
@@ -408,8 +420,8 @@ async fn apply_integration(
             continue;
         }
         let erasure = leads::erase(&mut *conn, id, Some(e.contact), None).await?;
-        report.erased += 1;
-        audit_out.push(audit_entry(
+        out.report.erased += 1;
+        out.audit.push(audit_entry(
             id,
             erasure.lead_id,
             e.contact,
@@ -422,7 +434,7 @@ async fn apply_integration(
     for e in &events {
         if let ContactEventKind::Merge { primary, merged } = &e.kind {
             let outcome = leads::repoint_merged(&mut *conn, id, merged, *primary).await?;
-            report.merged += 1;
+            out.report.merged += 1;
             let mut entry = audit_entry(
                 id,
                 outcome.kept,
@@ -436,7 +448,7 @@ async fn apply_integration(
                     .changes
                     .insert(format!("unlinked_lead:{unlinked}"), FieldChange::default());
             }
-            audit_out.push(entry);
+            out.audit.push(entry);
         }
     }
 
@@ -492,8 +504,8 @@ async fn apply_integration(
         match linked.remove(contact_id) {
             Some(lead) if lead.deleted_at.is_some() => {
                 if !restore {
-                    report.skip("lead_deleted", delta);
-                    audit_out.push(audit_entry(
+                    out.skip("lead_deleted");
+                    out.audit.push(audit_entry(
                         id,
                         Some(lead.id),
                         *contact_id,
@@ -505,8 +517,8 @@ async fn apply_integration(
                 }
                 match restore_lead(&mut *conn, id, *contact_id).await? {
                     Some(lead) => {
-                        report.restored += 1;
-                        audit_out.push(audit_entry(
+                        out.report.restored += 1;
+                        out.audit.push(audit_entry(
                             id,
                             Some(lead.id),
                             *contact_id,
@@ -514,14 +526,11 @@ async fn apply_integration(
                             AuditAction::Restored,
                             None,
                         ));
-                        sync_lead(
-                            &mut *conn, &ctx, &lead, contact, key, report, delta, audit_out,
-                        )
-                        .await?;
+                        sync_lead(&mut *conn, &ctx, &lead, contact, key, out).await?;
                     }
                     None => {
-                        report.skip("duplicate_email", delta);
-                        audit_out.push(audit_entry(
+                        out.skip("duplicate_email");
+                        out.audit.push(audit_entry(
                             id,
                             Some(lead.id),
                             *contact_id,
@@ -533,13 +542,10 @@ async fn apply_integration(
                 }
             }
             Some(lead) => {
-                sync_lead(
-                    &mut *conn, &ctx, &lead, contact, key, report, delta, audit_out,
-                )
-                .await?;
+                sync_lead(&mut *conn, &ctx, &lead, contact, key, out).await?;
             }
             None => {
-                create_or_link(&mut *conn, &ctx, contact, key, report, delta, audit_out).await?;
+                create_or_link(&mut *conn, &ctx, contact, key, out).await?;
             }
         }
     }
@@ -566,13 +572,13 @@ async fn apply_integration(
         match lead {
             Some(lead) => {
                 let reason = if action == AuditAction::Updated {
-                    report.deleted += 1;
+                    out.report.deleted += 1;
                     "soft_deleted"
                 } else {
-                    report.unlinked += 1;
+                    out.report.unlinked += 1;
                     "contact_deleted"
                 };
-                audit_out.push(audit_entry(
+                out.audit.push(audit_entry(
                     id,
                     Some(lead.id),
                     contact_id,
@@ -582,8 +588,8 @@ async fn apply_integration(
                 ));
             }
             None => {
-                report.skip("no_linked_lead", delta);
-                audit_out.push(audit_entry(
+                out.skip("no_linked_lead");
+                out.audit.push(audit_entry(
                     id,
                     None,
                     contact_id,
@@ -662,16 +668,13 @@ fn incoming_fields(
 }
 
 /// Field decisions for a linked lead, written with one `apply_sync`.
-#[allow(clippy::too_many_arguments)]
 async fn sync_lead(
     conn: &mut PgConnection,
     ctx: &SyncCtx<'_>,
     lead: &Lead,
     contact: &Contact,
     key: Option<&str>,
-    report: &mut BatchReport,
-    delta: &mut StatsDelta,
-    audit_out: &mut Vec<AuditEntry>,
+    out: &mut Tally<'_>,
 ) -> Result<(), InboundError> {
     let mut values = FieldValues::new();
     let mut synced: BTreeMap<LeadField, ValueHash> = BTreeMap::new();
@@ -758,8 +761,8 @@ async fn sync_lead(
             Ok(_) => sp.commit().await?,
             Err(StoreError::DuplicateEmail | StoreError::DuplicateCrmId) => {
                 sp.rollback().await?;
-                report.skip("duplicate_email", delta);
-                audit_out.push(audit_entry(
+                out.skip("duplicate_email");
+                out.audit.push(audit_entry(
                     ctx.integration,
                     Some(lead.id),
                     contact.id,
@@ -775,8 +778,8 @@ async fn sync_lead(
 
     let applied_any = !applied.is_empty();
     if applied_any {
-        report.updated += 1;
-        delta.add(stats::FROM_HUBSPOT_SUCCESS, 1);
+        out.report.updated += 1;
+        out.delta.add(stats::FROM_HUBSPOT_SUCCESS, 1);
         let (action, reason) = if overridden {
             (AuditAction::Conflict, Some("conflict_hubspot_wins"))
         } else {
@@ -791,7 +794,7 @@ async fn sync_lead(
             reason,
         );
         entry.changes = applied;
-        audit_out.push(entry);
+        out.audit.push(entry);
     }
     let mut by_reason: BTreeMap<&'static str, BTreeMap<String, FieldChange>> = BTreeMap::new();
     for (reason, field, change) in kept {
@@ -802,7 +805,7 @@ async fn sync_lead(
     }
     let unchanged = !applied_any && by_reason.is_empty();
     for (reason, changes) in by_reason {
-        report.skip(reason, delta);
+        out.skip(reason);
         let mut entry = audit_entry(
             ctx.integration,
             Some(lead.id),
@@ -812,10 +815,10 @@ async fn sync_lead(
             Some(reason),
         );
         entry.changes = changes;
-        audit_out.push(entry);
+        out.audit.push(entry);
     }
     if !echoed.is_empty() {
-        report.skip("echo", delta);
+        out.skip("echo");
         let mut entry = audit_entry(
             ctx.integration,
             Some(lead.id),
@@ -825,10 +828,10 @@ async fn sync_lead(
             Some("echo"),
         );
         entry.changes = echoed;
-        audit_out.push(entry);
+        out.audit.push(entry);
     } else if unchanged {
-        report.skip("no_change", delta);
-        audit_out.push(audit_entry(
+        out.skip("no_change");
+        out.audit.push(audit_entry(
             ctx.integration,
             Some(lead.id),
             contact.id,
@@ -847,9 +850,7 @@ async fn create_or_link(
     ctx: &SyncCtx<'_>,
     contact: &Contact,
     key: Option<&str>,
-    report: &mut BatchReport,
-    delta: &mut StatsDelta,
-    audit_out: &mut Vec<AuditEntry>,
+    out: &mut Tally<'_>,
 ) -> Result<(), InboundError> {
     let mut fields = LeadFields::default();
     let mut synced = BTreeMap::new();
@@ -878,8 +879,8 @@ async fn create_or_link(
     let outcome = leads::insert_or_link(&mut *conn, ctx.integration, &inbound).await?;
     match outcome {
         LinkOutcome::Created(lead) => {
-            report.created += 1;
-            delta.add(stats::FROM_HUBSPOT_SUCCESS, 1);
+            out.report.created += 1;
+            out.delta.add(stats::FROM_HUBSPOT_SUCCESS, 1);
             let mut entry = audit_entry(
                 ctx.integration,
                 Some(lead.id),
@@ -889,11 +890,11 @@ async fn create_or_link(
                 None,
             );
             entry.changes = changes;
-            audit_out.push(entry);
+            out.audit.push(entry);
         }
         LinkOutcome::Linked(lead) => {
-            report.linked += 1;
-            audit_out.push(audit_entry(
+            out.report.linked += 1;
+            out.audit.push(audit_entry(
                 ctx.integration,
                 Some(lead.id),
                 contact.id,
@@ -902,14 +903,14 @@ async fn create_or_link(
                 Some("email_match"),
             ));
             // Linking left the lead's fields untouched; now merge them.
-            sync_lead(conn, ctx, &lead, contact, key, report, delta, audit_out).await?;
+            sync_lead(conn, ctx, &lead, contact, key, out).await?;
         }
         LinkOutcome::AlreadyLinked(lead) => {
-            sync_lead(conn, ctx, &lead, contact, key, report, delta, audit_out).await?;
+            sync_lead(conn, ctx, &lead, contact, key, out).await?;
         }
         LinkOutcome::EmailLinkedElsewhere(lead) => {
-            report.skip("email_linked_elsewhere", delta);
-            audit_out.push(audit_entry(
+            out.skip("email_linked_elsewhere");
+            out.audit.push(audit_entry(
                 ctx.integration,
                 Some(lead.id),
                 contact.id,
@@ -919,8 +920,8 @@ async fn create_or_link(
             ));
         }
         LinkOutcome::Tombstoned => {
-            report.skip("tombstoned", delta);
-            audit_out.push(audit_entry(
+            out.skip("tombstoned");
+            out.audit.push(audit_entry(
                 ctx.integration,
                 None,
                 contact.id,
