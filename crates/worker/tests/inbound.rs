@@ -331,46 +331,45 @@ async fn conflict(policy: ConflictPolicy) -> (Lead, Vec<audit::AuditRecord>) {
     (after, trail)
 }
 
-#[tokio::test]
-async fn a_conflict_goes_to_hubspot_by_default_and_audits_the_losing_value() {
+/// Runs the conflict scenario under `policy` and checks the lead's company and
+/// the audited decision.
+async fn assert_conflict(policy: ConflictPolicy, kept: &str, reason: &str, losing: &str) {
     // Act
-    let (lead, trail) = conflict(ConflictPolicy::HubspotWins).await;
+    let (lead, trail) = conflict(policy).await;
 
     // Assert
-    assert_eq!(field(&lead, LeadColumn::Company), Some("HubSpot Co"));
+    assert_eq!(field(&lead, LeadColumn::Company), Some(kept));
     let decided = trail
         .iter()
         .find(|r| r.entry.action == AuditAction::Conflict)
         .expect("conflict audited");
-    assert_eq!(
-        decided.entry.reason.as_deref(),
-        Some("conflict_hubspot_wins")
-    );
+    assert_eq!(decided.entry.reason.as_deref(), Some(reason));
     assert_eq!(
         decided.entry.changes["company"].losing_value.as_deref(),
-        Some("Platform Co")
+        Some(losing)
     );
 }
 
 #[tokio::test]
-async fn with_platform_wins_the_lead_keeps_its_value() {
-    // Act
-    let (lead, trail) = conflict(ConflictPolicy::PlatformWins).await;
+async fn a_conflict_goes_to_hubspot_by_default_and_audits_the_losing_value() {
+    assert_conflict(
+        ConflictPolicy::HubspotWins,
+        "HubSpot Co",
+        "conflict_hubspot_wins",
+        "Platform Co",
+    )
+    .await;
+}
 
-    // Assert
-    assert_eq!(field(&lead, LeadColumn::Company), Some("Platform Co"));
-    let decided = trail
-        .iter()
-        .find(|r| r.entry.action == AuditAction::Conflict)
-        .expect("conflict audited");
-    assert_eq!(
-        decided.entry.reason.as_deref(),
-        Some("conflict_platform_wins")
-    );
-    assert_eq!(
-        decided.entry.changes["company"].losing_value.as_deref(),
-        Some("HubSpot Co")
-    );
+#[tokio::test]
+async fn with_platform_wins_the_lead_keeps_its_value() {
+    assert_conflict(
+        ConflictPolicy::PlatformWins,
+        "Platform Co",
+        "conflict_platform_wins",
+        "HubSpot Co",
+    )
+    .await;
 }
 
 #[tokio::test]
