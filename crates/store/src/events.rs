@@ -49,6 +49,23 @@ pub async fn mark_processed_many(
     Ok(new.into_iter().collect())
 }
 
+/// The keys among `keys` that were already processed, in one query.
+pub async fn processed_among(
+    exec: impl PgExecutor<'_>,
+    keys: &[&str],
+) -> Result<HashSet<String>, StoreError> {
+    if keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let found: Vec<String> = sqlx::query_scalar(
+        "SELECT event_key FROM processed_events WHERE event_key = ANY($1::text[])",
+    )
+    .bind(keys)
+    .fetch_all(exec)
+    .await?;
+    Ok(found.into_iter().collect())
+}
+
 /// Whether `key` was processed.
 pub async fn is_processed(exec: impl PgExecutor<'_>, key: &str) -> Result<bool, StoreError> {
     let found: bool =

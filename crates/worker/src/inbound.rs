@@ -143,10 +143,10 @@ pub async fn process_batch(
     let mut seen: HashSet<&str> = HashSet::new();
 
     // 1–2. Parse, drop duplicates, route each event to its integration.
+    let keys: Vec<&str> = jobs.iter().map(|j| j.key.as_str()).collect();
+    let processed = leadsync_store::events::processed_among(pool, &keys).await?;
     for job in &jobs {
-        if !seen.insert(job.key.as_str())
-            || leadsync_store::events::is_processed(pool, job.key.as_str()).await?
-        {
+        if !seen.insert(job.key.as_str()) || processed.contains(job.key.as_str()) {
             report.duplicates += 1;
             continue;
         }

@@ -34,6 +34,11 @@ async fn processed_events_dedupe() {
     assert!(batch.contains("k2") && batch.contains("k3"));
     assert!(events::is_processed(pool, "k2").await.unwrap());
     assert!(!events::is_processed(pool, "nope").await.unwrap());
+    let known = events::processed_among(pool, &["k2", "nope", "1:2:3:4:5"])
+        .await
+        .unwrap();
+    assert_eq!(known.len(), 2);
+    assert!(known.contains("k2") && known.contains("1:2:3:4:5"));
     db.cleanup().await.unwrap();
 }
 
