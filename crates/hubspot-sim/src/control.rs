@@ -75,6 +75,14 @@ const JOB_TITLES: &[&str] = &[
     "Designer",
 ];
 
+/// The record of contact `id` as it is now; `reported` names it in the error.
+fn current(store: &CrmStore, id: u64, reported: u64) -> Result<ContactRecord, ControlError> {
+    store
+        .get(id)
+        .map(record)
+        .ok_or(ControlError::UnknownContact(reported))
+}
+
 fn record(contact: &Contact) -> ContactRecord {
     ContactRecord {
         id: contact.id,
@@ -259,10 +267,7 @@ impl Control {
             store
                 .create(id, &writes, &source, now_ms(), changes)
                 .map_err(|e| control_error(e, id))?;
-            store
-                .get(id)
-                .map(record)
-                .ok_or(ControlError::UnknownContact(id))
+            current(store, id, id)
         })
     }
 
@@ -284,10 +289,7 @@ impl Control {
             store
                 .update(id, &writes, &source, now_ms(), changes)
                 .map_err(|e| control_error(e, contact_id))?;
-            store
-                .get(id)
-                .map(record)
-                .ok_or(ControlError::UnknownContact(id))
+            current(store, id, id)
         })
     }
 
@@ -318,10 +320,7 @@ impl Control {
             store
                 .restore(contact_id, &source, now_ms(), changes)
                 .map_err(|e| control_error(e, contact_id))?;
-            store
-                .get(contact_id)
-                .map(record)
-                .ok_or(ControlError::UnknownContact(contact_id))
+            current(store, contact_id, contact_id)
         })
     }
 
@@ -342,10 +341,7 @@ impl Control {
                     changes,
                 )
                 .map_err(|e| control_error(e, req.object_id_to_merge))?;
-            store
-                .get(primary)
-                .map(record)
-                .ok_or(ControlError::UnknownContact(primary))
+            current(store, primary, primary)
         })
     }
 
@@ -459,10 +455,7 @@ impl Control {
                 .resolve(&contact_id.to_string(), None, false)
                 .or_else(|| store.resolve(&contact_id.to_string(), None, true))
                 .ok_or(ControlError::UnknownContact(contact_id))?;
-            store
-                .get(id)
-                .map(record)
-                .ok_or(ControlError::UnknownContact(contact_id))
+            current(store, id, contact_id)
         })
     }
 
