@@ -87,6 +87,26 @@ impl Tally<'_> {
         *self.report.skipped.entry(reason.to_owned()).or_default() += 1;
         self.delta.skipped(reason, 1);
     }
+
+    /// Counts a skip and records it in the audit log with the same reason.
+    fn skip_audited(
+        &mut self,
+        reason: &str,
+        integration: Uuid,
+        lead: Option<Uuid>,
+        contact: ContactId,
+        key: Option<&str>,
+    ) {
+        self.skip(reason);
+        self.audit.push(audit_entry(
+            integration,
+            lead,
+            contact,
+            key,
+            AuditAction::Skipped,
+            Some(reason),
+        ));
+    }
 }
 
 /// Why a batch must be retried as a whole. Permanent failures never come
@@ -504,15 +524,7 @@ async fn apply_integration(
         match linked.remove(contact_id) {
             Some(lead) if lead.deleted_at.is_some() => {
                 if !restore {
-                    out.skip("lead_deleted");
-                    out.audit.push(audit_entry(
-                        id,
-                        Some(lead.id),
-                        *contact_id,
-                        key,
-                        AuditAction::Skipped,
-                        Some("lead_deleted"),
-                    ));
+                    out.skip_audited("lead_deleted", id, Some(lead.id), *contact_id, key);
                     continue;
                 }
                 match restore_lead(&mut *conn, id, *contact_id).await? {
@@ -529,15 +541,7 @@ async fn apply_integration(
                         sync_lead(&mut *conn, &ctx, &lead, contact, key, out).await?;
                     }
                     None => {
-                        out.skip("duplicate_email");
-                        out.audit.push(audit_entry(
-                            id,
-                            Some(lead.id),
-                            *contact_id,
-                            key,
-                            AuditAction::Skipped,
-                            Some("duplicate_email"),
-                        ));
+                        out.skip_audited("duplicate_email", id, Some(lead.id), *contact_id, key);
                     }
                 }
             }
@@ -588,15 +592,7 @@ async fn apply_integration(
                 ));
             }
             None => {
-                out.skip("no_linked_lead");
-                out.audit.push(audit_entry(
-                    id,
-                    None,
-                    contact_id,
-                    key,
-                    AuditAction::Skipped,
-                    Some("no_linked_lead"),
-                ));
+                out.skip_audited("no_linked_lead", id, None, contact_id, key);
             }
         }
     }
@@ -761,15 +757,13 @@ async fn sync_lead(
             Ok(_) => sp.commit().await?,
             Err(StoreError::DuplicateEmail | StoreError::DuplicateCrmId) => {
                 sp.rollback().await?;
-                out.skip("duplicate_email");
-                out.audit.push(audit_entry(
+                out.skip_audited(
+                    "duplicate_email",
                     ctx.integration,
                     Some(lead.id),
                     contact.id,
                     key,
-                    AuditAction::Skipped,
-                    Some("duplicate_email"),
-                ));
+                );
                 return Ok(());
             }
             Err(err) => return Err(err.into()),
@@ -830,15 +824,7 @@ async fn sync_lead(
         entry.changes = echoed;
         out.audit.push(entry);
     } else if unchanged {
-        out.skip("no_change");
-        out.audit.push(audit_entry(
-            ctx.integration,
-            Some(lead.id),
-            contact.id,
-            key,
-            AuditAction::Skipped,
-            Some("no_change"),
-        ));
+        out.skip_audited("no_change", ctx.integration, Some(lead.id), contact.id, key);
     }
     Ok(())
 }
@@ -909,26 +895,16 @@ async fn create_or_link(
             sync_lead(conn, ctx, &lead, contact, key, out).await?;
         }
         LinkOutcome::EmailLinkedElsewhere(lead) => {
-            out.skip("email_linked_elsewhere");
-            out.audit.push(audit_entry(
+            out.skip_audited(
+                "email_linked_elsewhere",
                 ctx.integration,
                 Some(lead.id),
                 contact.id,
                 key,
-                AuditAction::Skipped,
-                Some("email_linked_elsewhere"),
-            ));
+            );
         }
         LinkOutcome::Tombstoned => {
-            out.skip("tombstoned");
-            out.audit.push(audit_entry(
-                ctx.integration,
-                None,
-                contact.id,
-                key,
-                AuditAction::Skipped,
-                Some("tombstoned"),
-            ));
+            out.skip_audited("tombstoned", ctx.integration, None, contact.id, key);
         }
     }
     Ok(())
