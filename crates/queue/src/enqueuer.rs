@@ -154,14 +154,11 @@ async fn push_tasks(
         });
     }
     let mut manager = conn.get().await?;
-    let ttl = config.idempotency_ttl.map_or(0, |t| t.as_secs()).max(1);
     let mut invocation = PUSH_SCRIPT.key(config.job_data_hash());
     invocation
         .key(config.active_jobs_list())
         .key(config.signal_list())
         .key(config.job_meta_hash())
-        .key(config.idempotency_key_set())
-        .arg(ttl)
         .arg(MAX_ATTEMPTS);
     for task in tasks {
         invocation.arg(&task.id).arg(&task.payload);

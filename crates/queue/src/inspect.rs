@@ -27,7 +27,9 @@ impl QueueInspector {
         })
     }
 
-    /// Jobs stored (waiting, running or finished but not yet vacuumed).
+    /// Job ids stored: waiting, running, failed, dead, or finished and still
+    /// remembered (the [`crate::Janitor`] keeps a finished id, without its
+    /// payload, for the idempotency TTL).
     pub async fn stored(&mut self) -> Result<u64, QueueError> {
         Ok(self.conn.hlen(self.config.job_data_hash()).await?)
     }
@@ -39,18 +41,24 @@ impl QueueInspector {
         Ok(scheduled + active)
     }
 
+    /// Jobs acknowledged as done and not yet retired by the janitor.
+    pub async fn done(&mut self) -> Result<u64, QueueError> {
+        Ok(self.conn.scard(self.config.done_jobs_set()).await?)
+    }
+
     /// Every stored job id.
     pub async fn ids(&mut self) -> Result<Vec<String>, QueueError> {
         Ok(self.conn.hkeys(self.config.job_data_hash()).await?)
     }
 
-    /// The payload stored for `key`.
+    /// The payload stored for `key`; `None` once the task was retired.
     pub async fn get(&mut self, key: &EventKey) -> Result<Option<InboundEvent>, QueueError> {
         let raw: Option<Vec<u8>> = self
             .conn
             .hget(self.config.job_data_hash(), key.as_str())
             .await?;
-        raw.map(|bytes| serde_json::from_slice(&bytes).map_err(QueueError::from))
+        raw.filter(|bytes| !bytes.is_empty())
+            .map(|bytes| serde_json::from_slice(&bytes).map_err(QueueError::from))
             .transpose()
     }
 

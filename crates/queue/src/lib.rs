@@ -8,12 +8,14 @@
 mod enqueuer;
 pub mod error;
 pub mod inspect;
+pub mod janitor;
 pub mod jobs;
 pub mod promote;
 
 pub use enqueuer::{BulkPusher, Enqueuer, PushOutcome, QueueMetrics};
 pub use error::QueueError;
 pub use inspect::QueueInspector;
+pub use janitor::{Janitor, Sweep, remembered_set};
 pub use jobs::{INBOUND_QUEUE, InboundEvent};
 pub use promote::Promoter;
 
@@ -28,8 +30,10 @@ pub fn queue_name(settings: &RedisSettings, queue: &str) -> String {
 
 /// The apalis-redis configuration of the inbound-event queue.
 ///
-/// The idempotency TTL is always set: with apalis-redis's default (`None`)
-/// a pushed idempotency key is deleted at once and nothing is deduplicated.
+/// The idempotency TTL is set for apalis-redis's own pushes (benchmarks):
+/// with its default (`None`) a pushed idempotency key is deleted at once and
+/// nothing is deduplicated. The queue's own push dedupes on the task id
+/// instead, remembered by the [`Janitor`] for the same TTL.
 pub fn inbound_config(settings: &RedisSettings) -> apalis_redis::Config {
     apalis_redis::Config::default()
         .queue(queue_name(settings, INBOUND_QUEUE))

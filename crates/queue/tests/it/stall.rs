@@ -4,71 +4,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use apalis::prelude::{BoxDynError, Data, WorkerBuilder};
-use apalis_redis::RedisStorage;
-use leadsync_domain::WebhookBatch;
-use leadsync_queue::{BulkPusher, InboundEvent, Promoter, QueueInspector, inbound_config};
-use leadsync_runtime::Settings;
+use apalis::prelude::WorkerBuilder;
+use leadsync_queue::{BulkPusher, Promoter, QueueInspector};
+
+use crate::helpers::{count, drain, events, settings, storage};
 
 const BACKLOG: usize = 9_000;
-
-fn settings() -> Settings {
-    let prefix = format!("test-stall-{}", std::process::id());
-    Settings::from_toml(&format!("[redis]\nkey_prefix = \"{prefix}\"")).unwrap()
-}
-
-fn events(first: u64, n: usize) -> Vec<InboundEvent> {
-    let body: Vec<String> = (0..n as u64)
-        .map(|i| {
-            let id = first + i;
-            format!(r#"{{"eventId":{id},"subscriptionId":1,"portalId":7,"objectId":{id},"occurredAt":1,"subscriptionType":"contact.creation"}}"#)
-        })
-        .collect();
-    WebhookBatch::parse(format!("[{}]", body.join(",")).as_bytes())
-        .unwrap()
-        .into_events()
-        .into_iter()
-        .map(|e| InboundEvent::new(e, 0, Default::default(), None))
-        .collect()
-}
-
-async fn storage(settings: &Settings) -> RedisStorage<InboundEvent> {
-    let conn = leadsync_queue::redis_client(&settings.redis)
-        .unwrap()
-        .get_connection_manager()
-        .await
-        .unwrap();
-    RedisStorage::new(conn).with_config(inbound_config(&settings.redis))
-}
-
-async fn count(_event: InboundEvent, processed: Data<Arc<AtomicUsize>>) -> Result<(), BoxDynError> {
-    processed.fetch_add(1, Ordering::Relaxed);
-    Ok(())
-}
-
-/// Runs an apalis worker on the queue until `processed` reaches `expected`
-/// (or two minutes pass), then stops it.
-async fn drain(settings: &Settings, name: &str, processed: &Arc<AtomicUsize>, expected: usize) {
-    let worker = WorkerBuilder::new(format!("{name}-{}", std::process::id()))
-        .backend(storage(settings).await)
-        .data(Arc::clone(processed))
-        .build(count);
-    let running = tokio::spawn(worker.run());
-    let started = Instant::now();
-    while processed.load(Ordering::Relaxed) < expected
-        && started.elapsed() < Duration::from_secs(120)
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    running.abort();
-}
 
 #[tokio::test]
 async fn a_backlog_of_due_tasks_stalls_apalis_alone_and_drains_after_bounded_promotion() {
     // Arrange: 9,000 tasks pushed the apalis-redis way, all due in the scheduled set.
-    let settings = settings();
+    let settings = settings("stall");
     let pusher = BulkPusher::new(&settings.redis).unwrap();
     for chunk in events(1, BACKLOG).chunks(500) {
         pusher.push_with_apalis_script(chunk).await.unwrap();
@@ -115,11 +63,7 @@ async fn a_backlog_of_due_tasks_stalls_apalis_alone_and_drains_after_bounded_pro
 #[tokio::test]
 async fn events_pushed_by_the_queue_never_wait_in_the_scheduled_set() {
     // Arrange
-    let settings = Settings::from_toml(&format!(
-        "[redis]\nkey_prefix = \"test-active-{}\"",
-        std::process::id()
-    ))
-    .unwrap();
+    let settings = settings("active");
     let pusher = BulkPusher::new(&settings.redis).unwrap();
 
     // Act: the ingester's push, well past apalis-redis's unpack limit.
