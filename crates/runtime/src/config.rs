@@ -33,7 +33,9 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: &str, message: impl Into<String>) -> Self {
+    /// An error about `key` (dotted), for checks made where a setting is
+    /// used rather than at load time.
+    pub fn invalid(key: &str, message: impl Into<String>) -> Self {
         Self::Invalid {
             key: key.to_owned(),
             message: message.into(),
@@ -62,6 +64,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Logs and traces.
     pub telemetry: TelemetrySettings,
+    /// The sync worker.
+    pub worker: WorkerSettings,
 }
 
 /// `[application]`
@@ -103,6 +107,44 @@ pub struct HubSpotSettings {
     pub signature_max_age_secs: u64,
     /// The HubSpot app id.
     pub app_id: u64,
+    /// HubSpot's API base URL (the simulator's in tests).
+    pub api_base_url: String,
+    /// The public app's OAuth client id (its secret is the first of
+    /// `client_secrets`). Needed by the worker for OAuth-connected accounts.
+    pub client_id: String,
+    /// API calls allowed per portal in any rolling window, fleet-wide.
+    pub rate_limit_max: u32,
+    /// That window, in milliseconds.
+    pub rate_limit_window_ms: u64,
+    /// Base64 of the 32-byte AES-256 key that encrypts tokens at rest.
+    /// Required by the worker.
+    pub token_encryption_key: SecretString,
+}
+
+impl HubSpotSettings {
+    /// The rate-limit window as a duration.
+    pub fn rate_limit_window(&self) -> Duration {
+        Duration::from_millis(self.rate_limit_window_ms)
+    }
+
+    /// The client secret used for OAuth calls: the current (first) one.
+    pub fn oauth_client_secret(&self) -> Option<&SecretString> {
+        self.client_secrets.first()
+    }
+
+    /// The token encryption key, for the binaries that read or write tokens.
+    ///
+    /// # Errors
+    /// Names `hubspot.token_encryption_key` when it is empty.
+    pub fn require_token_encryption_key(&self) -> Result<&SecretString, ConfigError> {
+        if self.token_encryption_key.expose_secret().trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "hubspot.token_encryption_key",
+                "is required: base64 of a 32-byte key (generate one with `openssl rand -base64 32`)",
+            ));
+        }
+        Ok(&self.token_encryption_key)
+    }
 }
 
 /// `[redis]`
@@ -149,6 +191,163 @@ pub struct TelemetrySettings {
     pub otlp_endpoint: String,
     /// Sampled fraction of traces.
     pub sample_ratio: f64,
+}
+
+/// `[worker]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Most distinct (portal, contact) pairs in one batch.
+    pub batch_max_contacts: usize,
+    /// How long a batch waits for more events after its first, in milliseconds.
+    pub batch_window_ms: u64,
+    /// Batches processed at once by one process.
+    pub max_batches_in_flight: usize,
+    /// Jobs in flight per process (each waits for its batch to commit).
+    pub concurrency: usize,
+    /// Tasks one fetch takes from Redis.
+    pub fetch_batch_size: usize,
+    /// How often an idle worker looks for tasks, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// How often due retries are promoted to the ready list, in milliseconds.
+    pub promote_interval_ms: u64,
+    /// Worker heartbeat period, in seconds.
+    pub heartbeat_interval_secs: u64,
+    /// Heartbeats a worker may miss before its jobs go to another worker.
+    pub missed_heartbeats: usize,
+    /// How often integrations' credentials are reloaded, in seconds.
+    pub credentials_refresh_secs: u64,
+    /// Interface of the `/metrics`, `/healthz`, `/readyz` server.
+    pub metrics_host: String,
+    /// Its port; 0 picks a free one (tests).
+    pub metrics_port: u16,
+    /// Grace period after SIGTERM for in-flight batches, in seconds.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl WorkerSettings {
+    /// The batch window as a duration.
+    pub fn batch_window(&self) -> Duration {
+        Duration::from_millis(self.batch_window_ms)
+    }
+
+    /// The idle poll interval as a duration.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// The promotion interval as a duration.
+    pub fn promote_interval(&self) -> Duration {
+        Duration::from_millis(self.promote_interval_ms)
+    }
+
+    /// The heartbeat period as a duration.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_interval_secs)
+    }
+
+    /// The credentials reload period as a duration.
+    pub fn credentials_refresh(&self) -> Duration {
+        Duration::from_secs(self.credentials_refresh_secs)
+    }
+
+    /// The shutdown grace period as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=100).contains(&self.batch_max_contacts) {
+            return Err(ConfigError::invalid(
+                "worker.batch_max_contacts",
+                "must be between 1 and 100 (one HubSpot batch read takes at most 100 ids)",
+            ));
+        }
+        if self.batch_window_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "worker.batch_window_ms",
+                "must be at most 60000",
+            ));
+        }
+        if !(1..=16).contains(&self.max_batches_in_flight) {
+            return Err(ConfigError::invalid(
+                "worker.max_batches_in_flight",
+                "must be between 1 and 16",
+            ));
+        }
+        if !(1..=1_000).contains(&self.fetch_batch_size) {
+            return Err(ConfigError::invalid(
+                "worker.fetch_batch_size",
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.concurrency < self.batch_max_contacts {
+            return Err(ConfigError::invalid(
+                "worker.concurrency",
+                format!(
+                    "must be at least worker.batch_max_contacts ({}): each job waits for its batch, \
+                     so fewer jobs in flight could never fill one",
+                    self.batch_max_contacts
+                ),
+            ));
+        }
+        // apalis buffers lock and ack events of a worker in a channel of
+        // 4 × fetch size and reads it again only once every job has finished
+        // when stopping: more than that many events would deadlock a
+        // graceful shutdown. Each job sends two.
+        if self.concurrency > 2 * self.fetch_batch_size {
+            return Err(ConfigError::invalid(
+                "worker.concurrency",
+                format!(
+                    "must be at most twice worker.fetch_batch_size ({}), or a graceful shutdown can stall",
+                    self.fetch_batch_size
+                ),
+            ));
+        }
+        if !(10..=10_000).contains(&self.poll_interval_ms) {
+            return Err(ConfigError::invalid(
+                "worker.poll_interval_ms",
+                "must be between 10 and 10000",
+            ));
+        }
+        if !(100..=60_000).contains(&self.promote_interval_ms) {
+            return Err(ConfigError::invalid(
+                "worker.promote_interval_ms",
+                "must be between 100 and 60000",
+            ));
+        }
+        if self.heartbeat_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                "worker.heartbeat_interval_secs",
+                "must be positive",
+            ));
+        }
+        if self.missed_heartbeats == 0 {
+            return Err(ConfigError::invalid(
+                "worker.missed_heartbeats",
+                "must be positive",
+            ));
+        }
+        if self.credentials_refresh_secs == 0 {
+            return Err(ConfigError::invalid(
+                "worker.credentials_refresh_secs",
+                "must be positive",
+            ));
+        }
+        if self.metrics_host.is_empty() {
+            return Err(ConfigError::invalid(
+                "worker.metrics_host",
+                "must not be empty",
+            ));
+        }
+        if self.shutdown_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "worker.shutdown_timeout_secs",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Log line format.
@@ -254,6 +453,26 @@ impl Settings {
                 "contains an empty secret",
             ));
         }
+        let api = url::Url::parse(&self.hubspot.api_base_url)
+            .map_err(|e| ConfigError::invalid("hubspot.api_base_url", format!("not a URL: {e}")))?;
+        if !matches!(api.scheme(), "http" | "https") || api.cannot_be_a_base() {
+            return Err(ConfigError::invalid(
+                "hubspot.api_base_url",
+                "must be an http(s) URL",
+            ));
+        }
+        if self.hubspot.rate_limit_max == 0 {
+            return Err(ConfigError::invalid(
+                "hubspot.rate_limit_max",
+                "must be positive",
+            ));
+        }
+        if self.hubspot.rate_limit_window_ms < 100 {
+            return Err(ConfigError::invalid(
+                "hubspot.rate_limit_window_ms",
+                "must be at least 100",
+            ));
+        }
         let redis = &self.redis;
         if url::Url::parse(redis.url.expose_secret())
             .map(|u| !matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix"))
@@ -296,7 +515,7 @@ impl Settings {
                 "must be between 0.0 and 1.0",
             ));
         }
-        Ok(())
+        self.worker.validate()
     }
 }
 
@@ -344,7 +563,73 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_secrets() {
-        let s = Settings::from_toml("[hubspot]\nclient_secrets = [\"hunter2\"]").unwrap();
+        let s = Settings::from_toml(
+            "[hubspot]\nclient_secrets = [\"hunter2\"]\ntoken_encryption_key = \"sesame\"",
+        )
+        .unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{s:?}").contains("sesame"));
+    }
+
+    #[test]
+    fn worker_defaults_are_valid_and_consistent() {
+        let s = Settings::from_toml("").unwrap();
+        let w = &s.worker;
+        assert_eq!(w.batch_max_contacts, 100);
+        assert_eq!(w.batch_window(), Duration::from_millis(250));
+        assert!(w.concurrency >= w.batch_max_contacts);
+        assert!(w.concurrency <= 2 * w.fetch_batch_size);
+        assert_eq!((w.heartbeat_interval_secs, w.missed_heartbeats), (10, 3));
+        assert_eq!(s.hubspot.api_base_url, "https://api.hubapi.com");
+        assert_eq!(s.hubspot.rate_limit_max, 100);
+        assert_eq!(s.hubspot.rate_limit_window(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn worker_errors_name_the_key() {
+        let e = Settings::from_toml("[worker]\nconcurrency = 50").unwrap_err();
+        assert_eq!(e.key(), "worker.concurrency", "{e}");
+        let e = Settings::from_toml("[worker]\nconcurrency = 5000").unwrap_err();
+        assert_eq!(e.key(), "worker.concurrency", "{e}");
+        let e = Settings::from_toml("[worker]\nbatch_max_contacts = 101").unwrap_err();
+        assert_eq!(e.key(), "worker.batch_max_contacts");
+        let e = Settings::from_toml("[worker]\nmissed_heartbeats = 0").unwrap_err();
+        assert_eq!(e.key(), "worker.missed_heartbeats");
+        let e = Settings::from_toml("[hubspot]\napi_base_url = \"ftp://x\"").unwrap_err();
+        assert_eq!(e.key(), "hubspot.api_base_url");
+        let e = Settings::from_toml("[hubspot]\nrate_limit_max = 0").unwrap_err();
+        assert_eq!(e.key(), "hubspot.rate_limit_max");
+    }
+
+    #[test]
+    fn the_token_key_is_checked_only_where_it_is_needed() {
+        let s = Settings::from_toml("").expect("other binaries start without a key");
+        let e = s.hubspot.require_token_encryption_key().unwrap_err();
+        assert_eq!(e.key(), "hubspot.token_encryption_key");
+        let s = Settings::from_toml("[hubspot]\ntoken_encryption_key = \"a2V5\"").unwrap();
+        assert_eq!(
+            s.hubspot
+                .require_token_encryption_key()
+                .unwrap()
+                .expose_secret(),
+            "a2V5"
+        );
+    }
+
+    #[test]
+    // The closure's error type is figment's, not ours.
+    #[allow(clippy::result_large_err)]
+    fn worker_settings_come_from_the_environment_too() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LEADSYNC__WORKER__BATCH_WINDOW_MS", "60000");
+            jail.set_env("LEADSYNC__WORKER__HEARTBEAT_INTERVAL_SECS", "1");
+            let s = Settings::from_figment(
+                &Figment::from(Toml::string(DEFAULTS)).merge(Env::prefixed(ENV_PREFIX).split("__")),
+            )
+            .expect("loads");
+            assert_eq!(s.worker.batch_window_ms, 60_000);
+            assert_eq!(s.worker.heartbeat_interval_secs, 1);
+            Ok(())
+        });
     }
 }

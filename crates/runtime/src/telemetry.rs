@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Once;
 
 use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
@@ -145,4 +145,17 @@ pub fn continue_trace(span: &tracing::Span, carrier: &HashMap<String, String>) {
     let parent = TraceContextPropagator::new().extract(carrier);
     // Fails only when the span is disabled; then there is nothing to link.
     let _ = span.set_parent(parent);
+}
+
+/// Links `span` to the trace carried in `carrier` without making it a child:
+/// a batch serves many events, each with its own trace, and links it to all.
+pub fn link_trace(span: &tracing::Span, carrier: &HashMap<String, String>) {
+    if carrier.is_empty() {
+        return;
+    }
+    let context = TraceContextPropagator::new().extract(carrier);
+    let linked = context.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
 }

@@ -1,9 +1,27 @@
-//! The sync worker's library: the inbound batch processor that turns queued
-//! HubSpot webhook events into lead rows (design.md §1–§2). The queue wiring
-//! and the binary build on it.
+//! The sync worker: turns queued HubSpot webhook events into lead rows
+//! (design.md §1–§2).
+//!
+//! An apalis worker ([`runner`]) consumes the inbound queue in Redis; each job
+//! hands its event to the [`batcher`], which gathers events into batches of
+//! up to 100 contacts and runs [`process_batch`] on them: one HubSpot batch
+//! read per portal, one Postgres transaction. A job is acknowledged only
+//! after its batch committed. [`Application`] wires it all together with
+//! the integrations' credentials ([`tokens`]) and a `/metrics` server.
 
+pub mod batcher;
 pub mod contact_event;
+pub mod error;
+pub mod http;
 pub mod inbound;
+pub mod metrics;
+pub mod runner;
+pub mod startup;
+pub mod tokens;
 
+pub use batcher::{BatchError, Batcher, BatcherConfig, JobOutcome};
 pub use contact_event::{ContactEvent, ContactEventKind, ParseError};
+pub use error::StartupError;
 pub use inbound::{BatchReport, InboundDeps, InboundError, process_batch};
+pub use metrics::WorkerMetrics;
+pub use startup::{Application, StopHandle};
+pub use tokens::{Credentials, PgTokenStore};

@@ -1,0 +1,310 @@
+//! Building and running the worker.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use leadsync_hubspot::{
+    Client, ClientConfig, LimiterConfig, OAuthApp, OAuthTokens, OAuthTokensConfig, PortalQuota,
+    RateLimiter,
+};
+use leadsync_queue::{Janitor, Promoter, QueueInspector};
+use leadsync_runtime::{ConfigError, Settings};
+use leadsync_store::{Store, TokenCipher};
+use tokio_util::sync::CancellationToken;
+
+use crate::batcher::{Batcher, BatcherConfig};
+use crate::error::StartupError;
+use crate::http::{self, HttpState};
+use crate::inbound::InboundDeps;
+use crate::metrics::WorkerMetrics;
+use crate::runner::{self, Consumer, ConsumerStatus, QueueGauges};
+use crate::tokens::{Credentials, PgTokenStore};
+
+/// Extra time, beyond `worker.shutdown_timeout_secs`, for the batcher and the
+/// HTTP server to wind down.
+const WIND_DOWN: Duration = Duration::from_secs(5);
+
+/// A worker ready to run: connected to Postgres and Redis, credentials
+/// loaded, metrics server bound.
+pub struct Application {
+    metrics_port: u16,
+    server: Server,
+    consumer: Consumer,
+    batcher: Batcher,
+    batcher_task: tokio::task::JoinHandle<()>,
+    credentials: Arc<Credentials>,
+    promoter: Promoter,
+    janitor: Janitor,
+    gauges: QueueGauges,
+    metrics: WorkerMetrics,
+    store: Store,
+    settings: Settings,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Validates the worker's settings, connects to Postgres and Redis,
+    /// registers every integration's credentials on the HubSpot client and
+    /// binds `worker.metrics_host:metrics_port` (port 0 picks a free one).
+    /// Nothing is consumed before [`Application::run_until_stopped`].
+    ///
+    /// # Errors
+    /// [`StartupError`], naming the setting to look at.
+    pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
+        let key = settings.hubspot.require_token_encryption_key()?;
+        let cipher = TokenCipher::from_base64_key(key).map_err(StartupError::Cipher)?;
+        let metrics = WorkerMetrics::new()?;
+        let store = Store::connect(&settings.database)
+            .await
+            .map_err(StartupError::Database)?;
+        let redis = leadsync_queue::redis_client(&settings.redis).map_err(StartupError::Redis)?;
+        let conn = redis
+            .get_connection_manager_with_config(runner::connection_config(&settings.redis))
+            .await
+            .map_err(|e| StartupError::Redis(e.into()))?;
+
+        let hubspot = &settings.hubspot;
+        let limiter = RateLimiter::new(
+            conn.clone(),
+            LimiterConfig {
+                key_prefix: settings.redis.key_prefix.clone(),
+                default_quota: PortalQuota::new(
+                    hubspot.rate_limit_max,
+                    hubspot.rate_limit_window(),
+                ),
+                ..LimiterConfig::default()
+            },
+        )
+        .with_metrics(metrics.hubspot.clone());
+        let oauth = OAuthTokens::new(
+            conn.clone(),
+            Arc::new(PgTokenStore::new(store.clone(), cipher.clone())),
+            OAuthTokensConfig {
+                key_prefix: settings.redis.key_prefix.clone(),
+                ..OAuthTokensConfig::default()
+            },
+        )
+        .with_metrics(metrics.hubspot.clone());
+        let base_url = hubspot
+            .api_base_url
+            .parse()
+            .map_err(|e| ConfigError::invalid("hubspot.api_base_url", format!("not a URL: {e}")))?;
+        let mut client_config = ClientConfig::new(base_url);
+        client_config.oauth_app = match (hubspot.client_id.as_str(), hubspot.oauth_client_secret())
+        {
+            ("", _) | (_, None) => None,
+            (client_id, Some(secret)) => Some(OAuthApp {
+                client_id: client_id.to_owned(),
+                client_secret: secret.clone(),
+            }),
+        };
+        let oauth_configured = client_config.oauth_app.is_some();
+        let client = Client::builder(client_config)
+            .limiter(limiter)
+            .oauth_tokens(oauth.clone())
+            .metrics(metrics.hubspot.clone())
+            .build()
+            .map_err(StartupError::HubSpot)?;
+
+        let credentials = Arc::new(Credentials::new(
+            store.clone(),
+            cipher,
+            client.clone(),
+            Some(oauth),
+        ));
+        let report = credentials.reload().await?;
+        if report.oauth > 0 && !oauth_configured {
+            tracing::error!(
+                "configuration keys `hubspot.client_id` and `hubspot.client_secrets` are needed: {} integration(s) use OAuth, and their tokens cannot be refreshed",
+                report.oauth
+            );
+        }
+        tracing::info!(
+            credentials.private_app = report.private_app,
+            credentials.oauth = report.oauth,
+            credentials.unusable = report.unusable,
+            "Registered HubSpot credentials of {} integration(s)",
+            report.private_app + report.oauth
+        );
+
+        let shutdown = CancellationToken::new();
+        let deps = InboundDeps {
+            store: store.clone(),
+            hubspot: client,
+        };
+        let (batcher, batcher_task) = Batcher::start(
+            deps,
+            Some(Arc::clone(&credentials)),
+            metrics.clone(),
+            BatcherConfig::from_settings(&settings.worker),
+            shutdown.child_token(),
+        );
+        let promoter = Promoter::connect(&settings.redis)
+            .await
+            .map_err(StartupError::Redis)?;
+        let janitor = Janitor::connect(&settings.redis)
+            .await
+            .map_err(StartupError::Redis)?;
+        let inspector = QueueInspector::connect(&settings.redis)
+            .await
+            .map_err(StartupError::Redis)?;
+        let config = runner::queue_config(settings);
+        let gauges = QueueGauges::new(inspector, conn.clone(), config.clone());
+        let status = ConsumerStatus::default();
+        let consumer = Consumer {
+            conn,
+            config,
+            poll_interval: settings.worker.poll_interval(),
+            concurrency: settings.worker.concurrency,
+            batcher: batcher.clone(),
+            promoter: promoter.clone(),
+            metrics: metrics.clone(),
+            status: status.clone(),
+        };
+
+        let worker = &settings.worker;
+        let address = format!("{}:{}", worker.metrics_host, worker.metrics_port);
+        let listener = TcpListener::bind((worker.metrics_host.as_str(), worker.metrics_port))
+            .map_err(|source| StartupError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        let metrics_port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                address: address.clone(),
+                source,
+            })?
+            .port();
+        let server = http::serve(
+            listener,
+            HttpState {
+                registry: metrics.registry.clone(),
+                consumer: status,
+                store: store.clone(),
+            },
+        )
+        .map_err(|source| StartupError::Bind { address, source })?;
+        tracing::info!(
+            port = metrics_port,
+            "Worker metrics listening on port {metrics_port}"
+        );
+
+        Ok(Self {
+            metrics_port,
+            server,
+            consumer,
+            batcher,
+            batcher_task,
+            credentials,
+            promoter,
+            janitor,
+            gauges,
+            metrics,
+            store,
+            settings: settings.clone(),
+            shutdown,
+        })
+    }
+
+    /// The port of `/metrics`, `/healthz` and `/readyz`.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
+    /// The worker's metrics.
+    pub fn metrics(&self) -> &WorkerMetrics {
+        &self.metrics
+    }
+
+    /// Whether a queue consumer is running, and under which name.
+    pub fn consumer_status(&self) -> ConsumerStatus {
+        self.consumer.status.clone()
+    }
+
+    /// A handle to stop the worker from elsewhere (tests, embedding).
+    pub fn handle(&self) -> StopHandle {
+        StopHandle(self.shutdown.clone())
+    }
+
+    /// Consumes until SIGTERM/SIGINT (or [`StopHandle::stop`]), then stops
+    /// fetching, lets in-flight batches commit and their jobs be
+    /// acknowledged (for up to `worker.shutdown_timeout_secs`), and returns.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(leadsync_runtime::shutdown::signal()).await
+    }
+
+    /// Like [`Application::run_until_stopped`], stopping when `stop` resolves.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> std::io::Result<()> {
+        let Self {
+            server,
+            consumer,
+            batcher,
+            batcher_task,
+            credentials,
+            promoter,
+            janitor,
+            gauges,
+            metrics,
+            store,
+            settings,
+            shutdown,
+            ..
+        } = self;
+        let server_handle: ServerHandle = server.handle();
+        let server_task = tokio::spawn(server);
+        let refresher = tokio::spawn(credentials.refresh_periodically(
+            settings.worker.credentials_refresh(),
+            shutdown.child_token(),
+        ));
+        let maintaining = tokio::spawn(runner::maintain_periodically(
+            promoter,
+            janitor,
+            gauges,
+            metrics,
+            settings.worker.promote_interval(),
+            shutdown.child_token(),
+        ));
+        let grace = settings.worker.shutdown_timeout();
+        let supervisor = tokio::spawn(consumer.supervise(shutdown.clone(), grace));
+        tokio::select! {
+            () = stop => {}
+            () = shutdown.cancelled() => {}
+        }
+        tracing::info!("Worker stopping: no new jobs; waiting for in-flight batches");
+        shutdown.cancel();
+        if tokio::time::timeout(grace + WIND_DOWN, supervisor)
+            .await
+            .is_err()
+        {
+            tracing::warn!("The queue consumer did not stop in time");
+        }
+        // The consumer is gone; with the last handle dropped the batcher
+        // answers what it holds and ends.
+        drop(batcher);
+        if tokio::time::timeout(WIND_DOWN, batcher_task).await.is_err() {
+            tracing::warn!("The batcher did not finish in time");
+        }
+        let _ = maintaining.await;
+        let _ = refresher.await;
+        server_handle.stop(true).await;
+        let served = server_task.await.unwrap_or(Ok(()));
+        store.close().await;
+        tracing::info!("Worker stopped");
+        served
+    }
+}
+
+/// Stops a running [`Application`].
+#[derive(Clone, Debug)]
+pub struct StopHandle(CancellationToken);
+
+impl StopHandle {
+    /// Asks the worker to stop gracefully (like SIGTERM).
+    pub fn stop(&self) {
+        self.0.cancel();
+    }
+}

@@ -1,0 +1,8 @@
+//! The worker's runtime against real Redis, Postgres and the simulator over
+//! HTTP: the batcher, the queue consumer, credentials, a crash.
+
+mod batcher;
+mod consumer;
+mod crash;
+mod helpers;
+mod oauth;
