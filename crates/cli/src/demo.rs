@@ -1,18 +1,30 @@
-//! `leadsync demo`: the HubSpot simulator and leadsync in one process, against
-//! the local Redis (and, as the worker lands, Postgres).
+//! `leadsync demo`: the HubSpot simulator, the ingester and a worker in one
+//! process, against the local Redis and a throw-away Postgres database.
 
 use std::net::TcpListener;
 use std::time::Duration;
 
+use std::time::Instant;
+
 use anyhow::Context as _;
-use leadsync_hubspot_sim::{FaultConfig, ImportRequest, SimConfig, SubscriptionSpec, UserEdit};
+use leadsync_domain::{ContactId, PortalId};
+use leadsync_hubspot_sim::{
+    FaultConfig, ImportRequest, PortalConfig, SimConfig, SubscriptionSpec, UserEdit,
+};
 use leadsync_ingester::Application;
 use leadsync_queue::QueueInspector;
 use leadsync_runtime::Settings;
-use secrecy::SecretString;
+use leadsync_store::integrations::{self, AuthMode, NewIntegration, Tokens};
+use leadsync_store::testing::TestDb;
+use leadsync_store::{IntegrationSettings, LeadColumn, TokenCipher, leads};
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// The client secret shared by the simulated HubSpot app and the ingester.
 const DEMO_SECRET: &str = "leadsync-demo-client-secret";
+/// The private-app token the demo's HubSpot account accepts.
+const DEMO_TOKEN: &str = "pat-demo-leadsync";
+/// How long the demo waits for the worker to catch up.
+const SYNC_DEADLINE: Duration = Duration::from_secs(60);
 
 /// What the demo observed.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +35,10 @@ pub struct DemoReport {
     pub events_duplicated: u64,
     /// Jobs in the queue: one per distinct event.
     pub jobs_queued: u64,
+    /// Contacts in HubSpot at the end.
+    pub contacts: u64,
+    /// Of which have a lead in Postgres.
+    pub leads: u64,
     /// Calls leadsync made to the HubSpot API.
     pub api_calls: u64,
 }
@@ -48,6 +64,10 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<DemoReport> {
     tokio::spawn(ingester.run_until_stopped());
 
     let mut sim_config = SimConfig::default();
+    sim_config.portals = vec![
+        PortalConfig::new(leadsync_hubspot_sim::DEFAULT_PORTAL_ID)
+            .with_private_app_token(DEMO_TOKEN),
+    ];
     sim_config.app.client_secret = SecretString::from(DEMO_SECRET);
     sim_config.app.target_url = Some(format!("{ingester_url}/webhooks/hubspot"));
     sim_config.subscriptions = SubscriptionSpec::all_contact_events(&[
@@ -116,9 +136,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<DemoReport> {
     let idle = control
         .wait_for_delivery_idle(Duration::from_secs(30))
         .await;
-    let stats = control.stats();
-    let delivery = &stats.delivery;
-    let queued = queue.stored().await?;
+    let delivery = control.stats().delivery;
     println!(
         "  HubSpot delivered {} events in {} signed POSTs ({} duplicated on purpose, {} failed){}",
         delivery.events_delivered,
@@ -131,25 +149,135 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<DemoReport> {
             " — still delivering after 30 s"
         },
     );
+    let db = TestDb::create()
+        .await
+        .context("creating a throw-away database (is Postgres running at 127.0.0.1:5432?)")?;
+    let result = sync_and_report(&settings, &db, &sim, portal, &mut queue, ada.id).await;
+    stop.stop(true).await;
+    sim.stop().await;
+    queue.purge().await?;
+    db.cleanup().await?;
+    result
+}
+
+/// Runs a worker against the demo's database and simulator until every
+/// contact is a lead, prints what happened and returns the figures.
+async fn sync_and_report(
+    settings: &Settings,
+    db: &TestDb,
+    sim: &leadsync_hubspot_sim::SimHandle,
+    portal: u64,
+    queue: &mut QueueInspector,
+    ada: u64,
+) -> anyhow::Result<DemoReport> {
+    let key = TokenCipher::generate_key();
+    let integration = integrations::create(
+        db.store.pool(),
+        &NewIntegration {
+            name: "demo".to_owned(),
+            portal_id: PortalId::new(portal),
+            app_id: None,
+            auth_mode: AuthMode::PrivateApp,
+            settings: IntegrationSettings::default(),
+        },
+    )
+    .await?;
+    integrations::store_tokens(
+        db.store.pool(),
+        integration.id,
+        &TokenCipher::from_base64_key(&key)?,
+        &Tokens {
+            access: SecretString::from(DEMO_TOKEN),
+            refresh: None,
+            expires_at: None,
+        },
+    )
+    .await?;
+    let worker_settings = Settings::from_toml_layers(&[&format!(
+        r#"
+        [database]
+        url = "postgres://postgres@127.0.0.1:5432/{db}"
+        [redis]
+        key_prefix = "{prefix}"
+        [hubspot]
+        api_base_url = "{api}"
+        token_encryption_key = "{key}"
+        [worker]
+        metrics_host = "127.0.0.1"
+        metrics_port = 0
+        "#,
+        db = db.name,
+        prefix = settings.redis.key_prefix,
+        api = sim.base_url(),
+        key = key.expose_secret(),
+    )])?;
+    let started = Instant::now();
+    let worker = leadsync_worker::Application::build(&worker_settings).await?;
+    let worker_stop = worker.handle();
+    let running = tokio::spawn(worker.run_until(std::future::pending()));
+
+    let control = sim.control();
+    let contacts: Vec<ContactId> = control
+        .contacts(portal)?
+        .iter()
+        .map(|c| ContactId::new(c.id))
+        .collect();
+    let mut synced = 0;
+    while started.elapsed() < SYNC_DEADLINE {
+        synced = leads::by_crm_ids(db.store.pool(), integration.id, &contacts)
+            .await?
+            .len();
+        if synced == contacts.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed();
+    let stats = control.stats();
+    let delivery = &stats.delivery;
+    let queued = queue.stored().await?;
     println!(
         "  the ingester verified every signature and queued {queued} jobs, one per distinct event; {} redelivered events were dropped",
         delivery.events_delivered.saturating_sub(queued),
     );
-    println!("  HubSpot API calls made by leadsync: {}", stats.api_calls);
+    println!(
+        "  a worker turned them into {synced} leads of {} contacts in {:.1} s, with {} HubSpot API calls (batch reads of up to 100 contacts); fetching each event's contact would take {queued}",
+        contacts.len(),
+        elapsed.as_secs_f64(),
+        stats.api_calls,
+    );
+    if let Some(lead) =
+        leads::by_crm_id(db.store.pool(), integration.id, ContactId::new(ada)).await?
+    {
+        println!(
+            "  Ada's lead in Postgres: {} {}, {} at {}",
+            lead.fields.get(LeadColumn::FirstName).unwrap_or("?"),
+            lead.fields.get(LeadColumn::LastName).unwrap_or("?"),
+            lead.fields.get(LeadColumn::JobTitle).unwrap_or("?"),
+            lead.fields.get(LeadColumn::Company).unwrap_or("?"),
+        );
+    }
 
-    println!("\nNot built yet: the worker fleet that turns queued events into leads in Postgres,");
-    println!("and the platform -> HubSpot push. Both directions will appear here as they land.");
+    println!("\nleadsync -> HubSpot");
+    println!(
+        "  not built yet: the push of platform lead changes to HubSpot contacts lands with its issue."
+    );
 
-    let report = DemoReport {
+    worker_stop.stop();
+    running.await??;
+    anyhow::ensure!(
+        synced == contacts.len(),
+        "only {synced} of {} contacts became leads within {SYNC_DEADLINE:?}",
+        contacts.len()
+    );
+    Ok(DemoReport {
         events_delivered: delivery.events_delivered,
         events_duplicated: delivery.events_duplicated,
         jobs_queued: queued,
+        contacts: contacts.len() as u64,
+        leads: synced as u64,
         api_calls: stats.api_calls,
-    };
-    stop.stop(true).await;
-    sim.stop().await;
-    queue.purge().await?;
-    Ok(report)
+    })
 }
 
 fn queue_label(settings: &Settings) -> String {
