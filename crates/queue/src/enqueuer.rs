@@ -17,7 +17,10 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Regi
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
 
-use crate::{InboundEvent, QueueError, connection_config, inbound_config, redis_client};
+use crate::{
+    InboundEvent, QueueError, QueueJob, connection_config, inbound_config, queue_config,
+    redis_client,
+};
 
 /// Counters of the enqueuer, registered in the binary's registry.
 #[derive(Clone)]
@@ -79,8 +82,11 @@ impl QueueMetrics {
     }
 }
 
-/// Pushes events straight to Redis in one bulk call per slice, without the
-/// enqueuer's batching: the queue's own ceiling, for benchmarks and tools.
+/// Pushes jobs straight to Redis in one bulk call, without the enqueuer's
+/// batching: the queue's own ceiling, for benchmarks and tools, and the
+/// worker's outbox relay ([`BulkPusher::for_queue`]). Every queue uses the
+/// same script (`push_events.lua`): a job whose task id is already stored is
+/// refused.
 #[derive(Clone)]
 pub struct BulkPusher {
     conn: Arc<Connection>,
@@ -97,11 +103,19 @@ pub struct PushOutcome {
 }
 
 impl BulkPusher {
-    /// Connects lazily to the queue's Redis.
+    /// Connects lazily to the inbound queue's Redis.
     pub fn new(settings: &RedisSettings) -> Result<Self, QueueError> {
         Ok(Self {
             conn: Arc::new(Connection::new(settings)?),
             config: inbound_config(settings),
+        })
+    }
+
+    /// Connects lazily to the Redis of `queue` (e.g. [`crate::OUTBOUND_QUEUE`]).
+    pub fn for_queue(settings: &RedisSettings, queue: &str) -> Result<Self, QueueError> {
+        Ok(Self {
+            conn: Arc::new(Connection::new(settings)?),
+            config: queue_config(settings, queue),
         })
     }
 
@@ -112,7 +126,14 @@ impl BulkPusher {
 
     /// Queues `events` in one Lua call.
     pub async fn push(&self, events: &[InboundEvent]) -> Result<PushOutcome, QueueError> {
-        let tasks = events.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        self.push_jobs(events).await
+    }
+
+    /// Queues `jobs` in one Lua call, each under its [`QueueJob::task_id`];
+    /// ids already stored (queued, running, failed or remembered after
+    /// finishing) are refused and counted as duplicates.
+    pub async fn push_jobs<J: QueueJob>(&self, jobs: &[J]) -> Result<PushOutcome, QueueError> {
+        let tasks = jobs.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
         push_tasks(&self.conn, &self.config, &tasks).await
     }
 
@@ -310,7 +331,7 @@ fn unshare(e: &QueueError) -> QueueError {
     }
 }
 
-/// An event ready for the push script: its task id and its payload in
+/// A job ready for the push script: its task id and its payload in
 /// apalis's JSON codec.
 #[derive(Debug, Clone)]
 pub(crate) struct EncodedEvent {
@@ -318,10 +339,10 @@ pub(crate) struct EncodedEvent {
     payload: Vec<u8>,
 }
 
-fn encode(event: &InboundEvent) -> Result<EncodedEvent, QueueError> {
+fn encode<J: QueueJob>(job: &J) -> Result<EncodedEvent, QueueError> {
     Ok(EncodedEvent {
-        id: event.key.as_str().to_owned(),
-        payload: serde_json::to_vec(event)?,
+        id: job.task_id(),
+        payload: serde_json::to_vec(job)?,
     })
 }
 

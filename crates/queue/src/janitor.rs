@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use leadsync_runtime::config::RedisSettings;
 
-use crate::{INBOUND_QUEUE, QueueError, inbound_config, queue_name, redis_client};
+use crate::{INBOUND_QUEUE, QueueError, queue_config, queue_name, redis_client};
 
 static RETIRE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("retire_done.lua")));
@@ -31,7 +31,8 @@ pub struct Sweep {
     pub forgotten: u64,
 }
 
-/// Retires finished tasks of the inbound queue.
+/// Retires finished tasks of a queue (the inbound one unless built with
+/// [`Janitor::for_queue`]).
 #[derive(Clone)]
 pub struct Janitor {
     conn: redis::aio::MultiplexedConnection,
@@ -42,16 +43,20 @@ pub struct Janitor {
 }
 
 impl Janitor {
-    /// Connects to the queue's Redis.
+    /// Connects to the inbound queue's Redis.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, QueueError> {
-        let config = inbound_config(settings);
+        Self::for_queue(settings, INBOUND_QUEUE).await
+    }
+
+    /// Connects to the Redis of `queue` (e.g. [`crate::OUTBOUND_QUEUE`]).
+    pub async fn for_queue(settings: &RedisSettings, queue: &str) -> Result<Self, QueueError> {
         Ok(Self {
             conn: redis_client(settings)?
                 .get_multiplexed_async_connection()
                 .await?,
-            remembered: remembered_set(settings),
+            remembered: remembered_set_of(settings, queue),
             ttl: Duration::from_secs(settings.idempotency_ttl_secs),
-            config,
+            config: queue_config(settings, queue),
         })
     }
 
@@ -92,5 +97,10 @@ impl Janitor {
 /// The sorted set of retired ids of the inbound queue, scored by retirement
 /// time (seconds), next to apalis-redis's keys of the queue.
 pub fn remembered_set(settings: &RedisSettings) -> String {
-    format!("{}:remembered", queue_name(settings, INBOUND_QUEUE))
+    remembered_set_of(settings, INBOUND_QUEUE)
+}
+
+/// The sorted set of retired ids of `queue`.
+pub fn remembered_set_of(settings: &RedisSettings, queue: &str) -> String {
+    format!("{}:remembered", queue_name(settings, queue))
 }

@@ -5,9 +5,21 @@ use std::collections::HashMap;
 use leadsync_domain::{EventKey, PortalId, WebhookEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use uuid::Uuid;
 
 /// Queue of webhook events from HubSpot, one job per event.
 pub const INBOUND_QUEUE: &str = "hubspot:events";
+
+/// Queue of platform lead changes bound for HubSpot, one job per outbox row
+/// (`lead_changes`).
+pub const OUTBOUND_QUEUE: &str = "platform:lead-changes";
+
+/// A job with an identity of its own: its task id, which is also its
+/// idempotency key in the queue (a second push of the same id is refused).
+pub trait QueueJob: Serialize {
+    /// The task id.
+    fn task_id(&self) -> String;
+}
 
 /// One webhook event waiting for a worker. The task id and the idempotency key
 /// are both [`EventKey`], so a redelivered event is not queued twice.
@@ -45,5 +57,75 @@ impl InboundEvent {
             integration,
             event: event.into_raw(),
         }
+    }
+}
+
+impl QueueJob for InboundEvent {
+    fn task_id(&self) -> String {
+        self.key.as_str().to_owned()
+    }
+}
+
+/// Prefix of [`PushLeadChange`] task ids: `lead-change:{outbox row id}`.
+pub const LEAD_CHANGE_TASK_PREFIX: &str = "lead-change:";
+
+/// One platform lead change (an outbox row) waiting to be pushed to HubSpot.
+///
+/// It says *which* lead changed, not how: the worker pushes the lead's
+/// current state, so changes of one lead coalesce and their order does not
+/// matter. The task id is derived from the outbox row id, so a relay that
+/// pushes a row twice (it died before marking the row relayed) queues it once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushLeadChange {
+    /// The outbox row (`lead_changes.id`).
+    pub change_id: i64,
+    /// The integration the lead belongs to.
+    pub integration_id: Uuid,
+    /// The lead that changed.
+    pub lead_id: Uuid,
+    /// What happened: `insert`, `update` or `delete`.
+    pub operation: String,
+    /// When the change was committed, in epoch milliseconds (for lag metrics).
+    pub changed_at_ms: i64,
+    /// W3C trace context of the relay that queued it.
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub trace: HashMap<String, String>,
+}
+
+impl PushLeadChange {
+    /// The task id of the outbox row `change_id`.
+    pub fn task_id_of(change_id: i64) -> String {
+        format!("{LEAD_CHANGE_TASK_PREFIX}{change_id}")
+    }
+}
+
+impl QueueJob for PushLeadChange {
+    fn task_id(&self) -> String {
+        Self::task_id_of(self.change_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lead_change_task_id_is_derived_from_its_outbox_row() {
+        // Arrange
+        let job = PushLeadChange {
+            change_id: 42,
+            integration_id: Uuid::nil(),
+            lead_id: Uuid::nil(),
+            operation: "update".to_owned(),
+            changed_at_ms: 0,
+            trace: HashMap::new(),
+        };
+
+        // Act
+        let id = job.task_id();
+
+        // Assert
+        assert_eq!(id, "lead-change:42");
+        assert_eq!(PushLeadChange::task_id_of(42), id);
     }
 }

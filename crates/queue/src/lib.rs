@@ -3,7 +3,9 @@
 //! Queues live in Redis in apalis-redis's layout, so apalis workers consume
 //! them. The ingester pushes through [`Enqueuer`], which gathers the events of
 //! concurrent requests into one bulk push (one Lua call) and answers each
-//! request once Redis has acknowledged its events.
+//! request once Redis has acknowledged its events. The worker's outbox relay
+//! pushes platform lead changes to a second queue ([`OUTBOUND_QUEUE`]) with
+//! the same push script ([`BulkPusher::push_jobs`]).
 
 mod enqueuer;
 pub mod error;
@@ -15,8 +17,10 @@ pub mod promote;
 pub use enqueuer::{BulkPusher, Enqueuer, PushOutcome, QueueMetrics};
 pub use error::QueueError;
 pub use inspect::QueueInspector;
-pub use janitor::{Janitor, Sweep, remembered_set};
-pub use jobs::{INBOUND_QUEUE, InboundEvent};
+pub use janitor::{Janitor, Sweep, remembered_set, remembered_set_of};
+pub use jobs::{
+    INBOUND_QUEUE, InboundEvent, LEAD_CHANGE_TASK_PREFIX, OUTBOUND_QUEUE, PushLeadChange, QueueJob,
+};
 pub use promote::Promoter;
 
 use std::time::Duration;
@@ -35,8 +39,21 @@ pub fn queue_name(settings: &RedisSettings, queue: &str) -> String {
 /// nothing is deduplicated. The queue's own push dedupes on the task id
 /// instead, remembered by the [`Janitor`] for the same TTL.
 pub fn inbound_config(settings: &RedisSettings) -> apalis_redis::Config {
+    queue_config(settings, INBOUND_QUEUE)
+}
+
+/// The apalis-redis configuration of the outbound queue of platform lead
+/// changes ([`PushLeadChange`]): the same layout and settings as the inbound
+/// queue, under its own name.
+pub fn outbound_config(settings: &RedisSettings) -> apalis_redis::Config {
+    queue_config(settings, OUTBOUND_QUEUE)
+}
+
+/// The apalis-redis configuration of `queue` ([`INBOUND_QUEUE`] or
+/// [`OUTBOUND_QUEUE`]); see [`inbound_config`].
+pub fn queue_config(settings: &RedisSettings, queue: &str) -> apalis_redis::Config {
     apalis_redis::Config::default()
-        .queue(queue_name(settings, INBOUND_QUEUE))
+        .queue(queue_name(settings, queue))
         .idempotency_ttl(Some(Duration::from_secs(settings.idempotency_ttl_secs)))
         // Nobody subscribes to apalis-board's pub/sub events; each would cost a PUBLISH.
         .emit_events(false)

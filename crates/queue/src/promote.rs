@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use leadsync_runtime::config::RedisSettings;
 
-use crate::{QueueError, inbound_config, redis_client};
+use crate::{INBOUND_QUEUE, QueueError, queue_config, redis_client};
 
 static PROMOTE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("promote.lua")));
@@ -21,7 +21,7 @@ static PROMOTE_SCRIPT: LazyLock<redis::Script> =
 /// Ids moved per Lua call: far below the ~8,000 `unpack()` limit.
 pub const PROMOTE_SLICE: usize = 1_000;
 
-/// Moves due tasks of the inbound queue from `scheduled` to `active`.
+/// Moves due tasks of a queue from `scheduled` to `active`.
 #[derive(Clone)]
 pub struct Promoter {
     conn: redis::aio::MultiplexedConnection,
@@ -29,13 +29,18 @@ pub struct Promoter {
 }
 
 impl Promoter {
-    /// Connects to the queue's Redis.
+    /// Connects to the inbound queue's Redis.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, QueueError> {
+        Self::for_queue(settings, INBOUND_QUEUE).await
+    }
+
+    /// Connects to the Redis of `queue` (e.g. [`crate::OUTBOUND_QUEUE`]).
+    pub async fn for_queue(settings: &RedisSettings, queue: &str) -> Result<Self, QueueError> {
         Ok(Self {
             conn: redis_client(settings)?
                 .get_multiplexed_async_connection()
                 .await?,
-            config: inbound_config(settings),
+            config: queue_config(settings, queue),
         })
     }
 

@@ -119,6 +119,10 @@ pub struct HubSpotSettings {
     /// Base64 of the 32-byte AES-256 key that encrypts tokens at rest.
     /// Required by the worker.
     pub token_encryption_key: SecretString,
+    /// The value the worker writes to the custom contact property
+    /// `lead_source_system` of contacts it creates (an option of that
+    /// enumeration property).
+    pub source_system_value: String,
 }
 
 impl HubSpotSettings {
@@ -223,6 +227,16 @@ pub struct WorkerSettings {
     pub metrics_port: u16,
     /// Grace period after SIGTERM for in-flight batches, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// Most distinct leads in one outbound (push) batch.
+    pub push_batch_max_leads: usize,
+    /// How long a push batch waits for more lead changes after its first,
+    /// in milliseconds.
+    pub push_batch_window_ms: u64,
+    /// Outbox rows the relay moves to the queue per transaction.
+    pub relay_batch_size: usize,
+    /// How often the relay looks for outbox rows when no notification woke
+    /// it, in milliseconds.
+    pub relay_poll_interval_ms: u64,
 }
 
 impl WorkerSettings {
@@ -254,6 +268,16 @@ impl WorkerSettings {
     /// The shutdown grace period as a duration.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// The push batch window as a duration.
+    pub fn push_batch_window(&self) -> Duration {
+        Duration::from_millis(self.push_batch_window_ms)
+    }
+
+    /// The relay's polling fallback as a duration.
+    pub fn relay_poll_interval(&self) -> Duration {
+        Duration::from_millis(self.relay_poll_interval_ms)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -344,6 +368,34 @@ impl WorkerSettings {
             return Err(ConfigError::invalid(
                 "worker.shutdown_timeout_secs",
                 "must be positive",
+            ));
+        }
+        self.validate_outbound()
+    }
+
+    fn validate_outbound(&self) -> Result<(), ConfigError> {
+        if !(1..=1_000).contains(&self.push_batch_max_leads) {
+            return Err(ConfigError::invalid(
+                "worker.push_batch_max_leads",
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.push_batch_window_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "worker.push_batch_window_ms",
+                "must be at most 60000",
+            ));
+        }
+        if !(1..=10_000).contains(&self.relay_batch_size) {
+            return Err(ConfigError::invalid(
+                "worker.relay_batch_size",
+                "must be between 1 and 10000",
+            ));
+        }
+        if !(10..=60_000).contains(&self.relay_poll_interval_ms) {
+            return Err(ConfigError::invalid(
+                "worker.relay_poll_interval_ms",
+                "must be between 10 and 60000",
             ));
         }
         Ok(())
@@ -465,6 +517,12 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "hubspot.rate_limit_max",
                 "must be positive",
+            ));
+        }
+        if self.hubspot.source_system_value.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "hubspot.source_system_value",
+                "must not be empty",
             ));
         }
         if self.hubspot.rate_limit_window_ms < 100 {
@@ -599,6 +657,24 @@ mod tests {
         assert_eq!(e.key(), "hubspot.api_base_url");
         let e = Settings::from_toml("[hubspot]\nrate_limit_max = 0").unwrap_err();
         assert_eq!(e.key(), "hubspot.rate_limit_max");
+    }
+
+    #[test]
+    fn outbound_defaults_are_valid_and_errors_name_the_key() {
+        let s = Settings::from_toml("").unwrap();
+        let w = &s.worker;
+        assert_eq!(w.push_batch_max_leads, 100);
+        assert!(w.concurrency >= w.push_batch_max_leads, "batches can fill");
+        assert_eq!(w.relay_poll_interval(), Duration::from_secs(1));
+        assert_eq!(s.hubspot.source_system_value, "jazzaam");
+        let e = Settings::from_toml("[worker]\npush_batch_max_leads = 0").unwrap_err();
+        assert_eq!(e.key(), "worker.push_batch_max_leads");
+        let e = Settings::from_toml("[worker]\nrelay_batch_size = 20000").unwrap_err();
+        assert_eq!(e.key(), "worker.relay_batch_size");
+        let e = Settings::from_toml("[worker]\nrelay_poll_interval_ms = 1").unwrap_err();
+        assert_eq!(e.key(), "worker.relay_poll_interval_ms");
+        let e = Settings::from_toml("[hubspot]\nsource_system_value = \" \"").unwrap_err();
+        assert_eq!(e.key(), "hubspot.source_system_value");
     }
 
     #[test]

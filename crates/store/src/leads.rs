@@ -485,6 +485,60 @@ async fn fetch_by_crm_ids(
     Ok(rows.into_iter().map(Lead::from).collect())
 }
 
+/// The leads with these ids (soft-deleted ones included), in one query: an
+/// outbound batch reads every lead it pushes at once.
+pub async fn by_ids(
+    exec: impl PgExecutor<'_>,
+    integration_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<Lead>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<LeadRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM leads WHERE integration_id = $1 AND id = ANY($2) ORDER BY id"
+    )))
+    .bind(integration_id)
+    .bind(ids)
+    .fetch_all(exec)
+    .await?;
+    Ok(rows.into_iter().map(Lead::from).collect())
+}
+
+/// Which of these addresses a privacy deletion tombstoned, in one query; the
+/// addresses are returned as given.
+pub async fn tombstoned_emails<'e>(
+    exec: impl PgExecutor<'_>,
+    integration_id: Uuid,
+    emails: &[&'e str],
+) -> Result<Vec<&'e str>, StoreError> {
+    let usable: Vec<&'e str> = emails
+        .iter()
+        .copied()
+        .filter(|e| usable_email(Some(e)).is_some())
+        .collect();
+    if usable.is_empty() {
+        return Ok(Vec::new());
+    }
+    let hashes: Vec<Vec<u8>> = usable
+        .iter()
+        .map(|e| email_hash(integration_id, e).to_vec())
+        .collect();
+    let found: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT email_hash FROM lead_tombstones WHERE integration_id = $1 AND email_hash = ANY($2)",
+    )
+    .bind(integration_id)
+    .bind(&hashes)
+    .fetch_all(exec)
+    .await?;
+    Ok(usable
+        .into_iter()
+        .zip(hashes)
+        .filter(|(_, hash)| found.contains(hash))
+        .map(|(email, _)| email)
+        .collect())
+}
+
 /// A page position for [`list`]: the last lead of the previous page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListCursor {

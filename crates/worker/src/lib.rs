@@ -7,6 +7,11 @@
 //! read per portal, one Postgres transaction. A job is acknowledged only
 //! after its batch committed. [`Application`] wires it all together with
 //! the integrations' credentials ([`tokens`]) and a `/metrics` server.
+//!
+//! The other direction runs in the same process: the [`relay`] moves
+//! platform lead changes from the Postgres outbox to a second queue, whose
+//! consumer hands them to the [`push_batcher`]; [`process_push_batch`]
+//! writes them to HubSpot with batch upserts and updates.
 
 pub mod batcher;
 pub mod contact_event;
@@ -14,6 +19,9 @@ pub mod error;
 pub mod http;
 pub mod inbound;
 pub mod metrics;
+pub mod outbound;
+pub mod push_batcher;
+pub mod relay;
 pub mod runner;
 pub mod startup;
 pub mod tokens;
@@ -23,5 +31,8 @@ pub use contact_event::{ContactEvent, ContactEventKind, ParseError};
 pub use error::StartupError;
 pub use inbound::{BatchReport, InboundDeps, InboundError, process_batch};
 pub use metrics::WorkerMetrics;
+pub use outbound::{OutboundDeps, OutboundError, PushReport, process_push_batch};
+pub use push_batcher::{PushBatchError, PushBatcher, PushBatcherConfig};
+pub use relay::{Relay, RelayConfig, RelayError, RelayReport};
 pub use startup::{Application, StopHandle};
 pub use tokens::{Credentials, PgTokenStore};

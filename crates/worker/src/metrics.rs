@@ -6,6 +6,7 @@ use prometheus::{
 };
 
 use crate::inbound::BatchReport;
+use crate::outbound::PushReport;
 
 /// Batch sizes, in jobs or contacts.
 const SIZE_BUCKETS: &[f64] = &[
@@ -64,6 +65,32 @@ pub struct WorkerMetrics {
     pub restarts: IntCounter,
     /// The HubSpot client's and rate limiter's instruments.
     pub hubspot: HubSpotMetrics,
+    /// Outbox rows the relay queued.
+    pub relayed: IntCounter,
+    /// Outbox rows whose job was already queued when relayed again.
+    pub relay_duplicates: IntCounter,
+    /// Outbox rows waiting for the relay.
+    pub outbox_pending: IntGauge,
+    /// Age of the oldest outbox row waiting for the relay.
+    pub outbox_oldest_age_seconds: Gauge,
+    /// Leads written to HubSpot, by action (created, linked, updated).
+    pub pushed: IntCounterVec,
+    /// Leads (or fields, for conflicts) not written to HubSpot, by reason.
+    pub push_skipped: IntCounterVec,
+    /// Lead changes dead-lettered.
+    pub push_dead_lettered: IntCounter,
+    /// Lead-change jobs whose batch failed; they are retried.
+    pub push_failed: IntCounter,
+    /// Outbound batches by outcome (`committed`, `failed`).
+    pub push_batches: IntCounterVec,
+    /// HubSpot calls made by outbound batches, by operation.
+    pub push_calls: IntCounterVec,
+    /// Distinct leads per outbound batch.
+    pub push_batch_leads: Histogram,
+    /// Time to process one outbound batch.
+    pub push_batch_seconds: Histogram,
+    /// From a lead change committing to its push committing.
+    pub push_lag_seconds: Histogram,
 }
 
 impl WorkerMetrics {
@@ -166,6 +193,67 @@ impl WorkerMetrics {
             "Restarts of the queue consumer after its stream failed",
         )?;
         let hubspot = HubSpotMetrics::register(&registry)?;
+        let relayed = counter(
+            "leadsync_worker_outbox_relayed_total",
+            "Outbox rows (platform lead changes) queued by the relay",
+        )?;
+        let relay_duplicates = counter(
+            "leadsync_worker_outbox_relay_duplicates_total",
+            "Outbox rows whose job was already queued when relayed again",
+        )?;
+        let outbox_pending = IntGauge::with_opts(Opts::new(
+            "leadsync_worker_outbox_pending",
+            "Outbox rows waiting for the relay",
+        ))?;
+        registry.register(Box::new(outbox_pending.clone()))?;
+        let outbox_oldest_age_seconds = Gauge::with_opts(Opts::new(
+            "leadsync_worker_outbox_oldest_age_seconds",
+            "Age of the oldest outbox row waiting for the relay",
+        ))?;
+        registry.register(Box::new(outbox_oldest_age_seconds.clone()))?;
+        let pushed = counter_vec(
+            "leadsync_worker_push_leads_total",
+            "Leads written to HubSpot, by action",
+            "action",
+        )?;
+        let push_skipped = counter_vec(
+            "leadsync_worker_push_skipped_total",
+            "Leads or fields not written to HubSpot, by reason",
+            "reason",
+        )?;
+        let push_dead_lettered = counter(
+            "leadsync_worker_push_dead_lettered_total",
+            "Lead changes dead-lettered",
+        )?;
+        let push_failed = counter(
+            "leadsync_worker_push_failed_total",
+            "Lead-change jobs whose batch failed and will be retried",
+        )?;
+        let push_batches = counter_vec(
+            "leadsync_worker_push_batches_total",
+            "Outbound batches by outcome",
+            "outcome",
+        )?;
+        let push_calls = counter_vec(
+            "leadsync_worker_push_calls_total",
+            "HubSpot calls made by outbound batches, by operation",
+            "operation",
+        )?;
+        let push_batch_leads = histogram(
+            "leadsync_worker_push_batch_leads",
+            "Distinct leads per outbound batch",
+            SIZE_BUCKETS,
+        )?;
+        let push_batch_seconds = histogram(
+            "leadsync_worker_push_batch_seconds",
+            "Time to process one outbound batch",
+            DURATION_BUCKETS,
+        )?;
+        let push_lag_seconds = histogram(
+            "leadsync_worker_push_lag_seconds",
+            "From a lead change committing to its push committing",
+            LAG_BUCKETS,
+        )?;
         Ok(Self {
             registry,
             processed,
@@ -186,7 +274,50 @@ impl WorkerMetrics {
             retired,
             restarts,
             hubspot,
+            relayed,
+            relay_duplicates,
+            outbox_pending,
+            outbox_oldest_age_seconds,
+            pushed,
+            push_skipped,
+            push_dead_lettered,
+            push_failed,
+            push_batches,
+            push_calls,
+            push_batch_leads,
+            push_batch_seconds,
+            push_lag_seconds,
         })
+    }
+
+    /// Counts what a committed outbound batch did.
+    pub fn record_push(&self, report: &PushReport) {
+        self.push_dead_lettered.inc_by(report.dead_lettered as u64);
+        for (reason, n) in &report.skipped {
+            self.push_skipped
+                .with_label_values(&[reason])
+                .inc_by(*n as u64);
+        }
+        for (action, n) in [
+            ("created", report.created),
+            ("linked", report.linked),
+            ("updated", report.updated),
+        ] {
+            if n > 0 {
+                self.pushed.with_label_values(&[action]).inc_by(n as u64);
+            }
+        }
+        for (operation, n) in [
+            ("batch_upsert", report.upsert_calls),
+            ("batch_update", report.update_calls),
+            ("batch_read", report.read_calls),
+        ] {
+            if n > 0 {
+                self.push_calls
+                    .with_label_values(&[operation])
+                    .inc_by(n as u64);
+            }
+        }
     }
 
     /// Counts what a committed batch did.

@@ -1,6 +1,7 @@
-//! The queue consumer: an apalis worker on the inbound queue in Redis, kept
-//! alive by a supervisor, and the promoter that keeps apalis-redis from
-//! stalling on a backlog of due retries.
+//! The queue consumers: an apalis worker on the inbound queue in Redis and
+//! one on the outbound queue of platform lead changes, each kept alive by a
+//! supervisor, and the promoter that keeps apalis-redis from stalling on a
+//! backlog of due retries.
 //!
 //! apalis-redis 1.0.0 refuses to register a worker name seen within its
 //! heartbeat threshold, even after a graceful stop, so every start gets a
@@ -21,7 +22,7 @@ use apalis::prelude::{
 };
 use apalis_redis::RedisStorage;
 use backon::{BackoffBuilder as _, ExponentialBuilder};
-use leadsync_queue::{InboundEvent, Janitor, Promoter, QueueInspector};
+use leadsync_queue::{InboundEvent, Janitor, Promoter, PushLeadChange, QueueInspector};
 use leadsync_runtime::Settings;
 use leadsync_runtime::config::RedisSettings;
 use redis::AsyncCommands as _;
@@ -33,6 +34,7 @@ use tracing::field::Empty;
 
 use crate::batcher::{BatchError, Batcher, JobOutcome};
 use crate::metrics::WorkerMetrics;
+use crate::push_batcher::{self, PushBatcher};
 
 /// A fetch moves up to `fetch_batch_size` tasks in one script call; the
 /// default response timeout of a Redis connection (500 ms) turns a slow one
@@ -53,8 +55,19 @@ pub fn worker_name() -> String {
 /// ([`leadsync_queue::inbound_config`]) with the `[worker]` fetch size and
 /// heartbeat.
 pub fn queue_config(settings: &Settings) -> apalis_redis::Config {
+    with_worker_settings(leadsync_queue::inbound_config(&settings.redis), settings)
+}
+
+/// The apalis-redis configuration of the outbound queue of lead changes
+/// ([`leadsync_queue::outbound_config`]) with the `[worker]` fetch size and
+/// heartbeat.
+pub fn push_queue_config(settings: &Settings) -> apalis_redis::Config {
+    with_worker_settings(leadsync_queue::outbound_config(&settings.redis), settings)
+}
+
+fn with_worker_settings(config: apalis_redis::Config, settings: &Settings) -> apalis_redis::Config {
     let worker = &settings.worker;
-    leadsync_queue::inbound_config(&settings.redis)
+    config
         .batch_size(worker.fetch_batch_size)
         .heartbeat_interval(worker.heartbeat_interval())
         .missed_heartbeats(worker.missed_heartbeats)
@@ -165,6 +178,24 @@ enum RunEnd {
     Failed(ConsumerFailure),
 }
 
+/// Which queue a consumer drains, and where its jobs go.
+#[derive(Clone)]
+pub(crate) enum ConsumerJobs {
+    /// Webhook events ([`InboundEvent`]) to the inbound batcher.
+    Inbound(Batcher),
+    /// Platform lead changes ([`PushLeadChange`]) to the push batcher.
+    Outbound(PushBatcher),
+}
+
+impl ConsumerJobs {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Inbound(_) => "inbound",
+            Self::Outbound(_) => "outbound",
+        }
+    }
+}
+
 /// The supervised queue consumer.
 pub(crate) struct Consumer {
     /// The queue's Redis.
@@ -176,7 +207,7 @@ pub(crate) struct Consumer {
     /// Jobs in flight.
     pub(crate) concurrency: usize,
     /// Where jobs go.
-    pub(crate) batcher: Batcher,
+    pub(crate) jobs: ConsumerJobs,
     /// Promotes due retries before each start.
     pub(crate) promoter: Promoter,
     /// Restarts are counted here.
@@ -220,10 +251,12 @@ impl Consumer {
                 delays = backoff();
             }
             let delay = delays.next().unwrap_or(Duration::from_secs(30));
+            let queue = self.jobs.label();
             tracing::error!(
                 worker.name = %name,
+                queue,
                 error = %error,
-                "Queue consumer {name} failed: {error}; restarting under a new name in {delay:?}"
+                "Queue consumer {name} ({queue}) failed: {error}; restarting under a new name in {delay:?}"
             );
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -234,24 +267,41 @@ impl Consumer {
 
     async fn run_once(&self, name: &str, shutdown: &CancellationToken, grace: Duration) -> RunEnd {
         let ctx = WorkerContext::new(name);
-        let storage = RedisStorage::<InboundEvent>::new(self.conn.clone())
-            .with_config(self.config.clone())
-            // After an empty fetch apalis waits for the next heartbeat;
-            // polling keeps an idle worker's latency low.
-            .poll_with_interval(self.poll_interval);
-        let worker = WorkerBuilder::new(ctx.clone())
-            .backend(storage)
-            .concurrency(self.concurrency)
-            .catch_panic()
-            .data(self.batcher.clone())
-            .build(handle_event);
-        self.status.set(Some(ctx.clone()));
-        tracing::info!(worker.name = %name, "Queue consumer {name} starting");
         // Boxed as `dyn Future + Send` here, where its types are concrete:
         // left generic, the catch-panic layer's handler type fails the
         // higher-ranked `Send` check of the spawned supervisor.
         let mut run: Pin<Box<dyn Future<Output = Result<(), WorkerError>> + Send>> =
-            Box::pin(worker.run());
+            match &self.jobs {
+                ConsumerJobs::Inbound(batcher) => {
+                    let storage = RedisStorage::<InboundEvent>::new(self.conn.clone())
+                        .with_config(self.config.clone())
+                        // After an empty fetch apalis waits for the next
+                        // heartbeat; polling keeps an idle worker's latency low.
+                        .poll_with_interval(self.poll_interval);
+                    let worker = WorkerBuilder::new(ctx.clone())
+                        .backend(storage)
+                        .concurrency(self.concurrency)
+                        .catch_panic()
+                        .data(batcher.clone())
+                        .build(handle_event);
+                    Box::pin(worker.run())
+                }
+                ConsumerJobs::Outbound(batcher) => {
+                    let storage = RedisStorage::<PushLeadChange>::new(self.conn.clone())
+                        .with_config(self.config.clone())
+                        .poll_with_interval(self.poll_interval);
+                    let worker = WorkerBuilder::new(ctx.clone())
+                        .backend(storage)
+                        .concurrency(self.concurrency)
+                        .catch_panic()
+                        .data(batcher.clone())
+                        .build(push_batcher::handle_change);
+                    Box::pin(worker.run())
+                }
+            };
+        self.status.set(Some(ctx.clone()));
+        let queue = self.jobs.label();
+        tracing::info!(worker.name = %name, queue, "Queue consumer {name} ({queue}) starting");
         tokio::select! {
             result = &mut run => match result {
                 Err(e) => RunEnd::Failed(e.into()),
@@ -392,6 +442,21 @@ mod tests {
         assert!(
             config.idempotency_ttl.is_some(),
             "the queue's own settings stay"
+        );
+    }
+
+    #[test]
+    fn the_push_queue_config_names_the_outbound_queue_with_the_worker_settings() {
+        let settings = Settings::from_toml(
+            "[redis]\nkey_prefix = \"p\"\n[worker]\nfetch_batch_size = 600\nheartbeat_interval_secs = 2",
+        )
+        .expect("valid");
+        let config = push_queue_config(&settings);
+        assert_eq!(config.batch_size, 600);
+        assert_eq!(config.active_jobs_list(), "p:platform:lead-changes:active");
+        assert_ne!(
+            config.active_jobs_list(),
+            queue_config(&settings).active_jobs_list()
         );
     }
 

@@ -10,7 +10,7 @@ use leadsync_hubspot::{
     Client, ClientConfig, LimiterConfig, OAuthApp, OAuthTokens, OAuthTokensConfig, PortalQuota,
     RateLimiter,
 };
-use leadsync_queue::{Janitor, Promoter, QueueInspector};
+use leadsync_queue::{Janitor, OUTBOUND_QUEUE, Promoter, QueueInspector};
 use leadsync_runtime::{ConfigError, Settings};
 use leadsync_store::{Store, TokenCipher};
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,10 @@ use crate::error::StartupError;
 use crate::http::{self, HttpState};
 use crate::inbound::InboundDeps;
 use crate::metrics::WorkerMetrics;
-use crate::runner::{self, Consumer, ConsumerStatus, QueueGauges};
+use crate::outbound::OutboundDeps;
+use crate::push_batcher::{PushBatcher, PushBatcherConfig};
+use crate::relay::{self, Relay, RelayConfig};
+use crate::runner::{self, Consumer, ConsumerJobs, ConsumerStatus, QueueGauges};
 use crate::tokens::{Credentials, PgTokenStore};
 
 /// Extra time, beyond `worker.shutdown_timeout_secs`, for the batcher and the
@@ -43,6 +46,18 @@ pub struct Application {
     store: Store,
     settings: Settings,
     shutdown: CancellationToken,
+    outbound: Outbound,
+}
+
+/// The platform → HubSpot half: the outbox relay, the consumer of the
+/// outbound queue and its batcher, and that queue's upkeep.
+struct Outbound {
+    relay: Relay,
+    consumer: Consumer,
+    batcher: PushBatcher,
+    batcher_task: tokio::task::JoinHandle<()>,
+    promoter: Promoter,
+    janitor: Janitor,
 }
 
 impl Application {
@@ -131,6 +146,12 @@ impl Application {
         );
 
         let shutdown = CancellationToken::new();
+        let outbound_deps = OutboundDeps {
+            store: store.clone(),
+            hubspot: client.clone(),
+            source_system: hubspot.source_system_value.clone(),
+            credentials: Some(Arc::clone(&credentials)),
+        };
         let deps = InboundDeps {
             store: store.clone(),
             hubspot: client,
@@ -155,15 +176,17 @@ impl Application {
         let gauges = QueueGauges::new(inspector, conn.clone(), config.clone());
         let status = ConsumerStatus::default();
         let consumer = Consumer {
-            conn,
+            conn: conn.clone(),
             config,
             poll_interval: settings.worker.poll_interval(),
             concurrency: settings.worker.concurrency,
-            batcher: batcher.clone(),
+            jobs: ConsumerJobs::Inbound(batcher.clone()),
             promoter: promoter.clone(),
             metrics: metrics.clone(),
             status: status.clone(),
         };
+        let outbound =
+            Outbound::build(settings, &store, conn, outbound_deps, &metrics, &shutdown).await?;
 
         let worker = &settings.worker;
         let address = format!("{}:{}", worker.metrics_host, worker.metrics_port);
@@ -207,6 +230,7 @@ impl Application {
             store,
             settings: settings.clone(),
             shutdown,
+            outbound,
         })
     }
 
@@ -223,6 +247,12 @@ impl Application {
     /// Whether a queue consumer is running, and under which name.
     pub fn consumer_status(&self) -> ConsumerStatus {
         self.consumer.status.clone()
+    }
+
+    /// Whether the consumer of the outbound queue (platform lead changes)
+    /// is running, and under which name.
+    pub fn push_consumer_status(&self) -> ConsumerStatus {
+        self.outbound.consumer.status.clone()
     }
 
     /// A handle to stop the worker from elsewhere (tests, embedding).
@@ -252,6 +282,7 @@ impl Application {
             store,
             settings,
             shutdown,
+            outbound,
             ..
         } = self;
         let server_handle: ServerHandle = server.handle();
@@ -264,30 +295,58 @@ impl Application {
             promoter,
             janitor,
             gauges,
-            metrics,
+            metrics.clone(),
             settings.worker.promote_interval(),
             shutdown.child_token(),
         ));
         let grace = settings.worker.shutdown_timeout();
         let supervisor = tokio::spawn(consumer.supervise(shutdown.clone(), grace));
+        let Outbound {
+            relay,
+            consumer: push_consumer,
+            batcher: push_batcher,
+            batcher_task: push_batcher_task,
+            promoter: push_promoter,
+            janitor: push_janitor,
+        } = outbound;
+        let relaying = tokio::spawn(relay.run(shutdown.child_token()));
+        let push_maintaining = tokio::spawn(relay::maintain_outbound_queue(
+            push_promoter,
+            push_janitor,
+            metrics.clone(),
+            settings.worker.promote_interval(),
+            shutdown.child_token(),
+        ));
+        let push_supervisor = tokio::spawn(push_consumer.supervise(shutdown.clone(), grace));
         tokio::select! {
             () = stop => {}
             () = shutdown.cancelled() => {}
         }
         tracing::info!("Worker stopping: no new jobs; waiting for in-flight batches");
         shutdown.cancel();
-        if tokio::time::timeout(grace + WIND_DOWN, supervisor)
-            .await
-            .is_err()
-        {
+        let (inbound_stopped, outbound_stopped) = tokio::join!(
+            tokio::time::timeout(grace + WIND_DOWN, supervisor),
+            tokio::time::timeout(grace + WIND_DOWN, push_supervisor),
+        );
+        if inbound_stopped.is_err() {
             tracing::warn!("The queue consumer did not stop in time");
         }
-        // The consumer is gone; with the last handle dropped the batcher
-        // answers what it holds and ends.
-        drop(batcher);
-        if tokio::time::timeout(WIND_DOWN, batcher_task).await.is_err() {
-            tracing::warn!("The batcher did not finish in time");
+        if outbound_stopped.is_err() {
+            tracing::warn!("The outbound queue consumer did not stop in time");
         }
+        // The consumers are gone; with the last handles dropped the batchers
+        // answer what they hold and end.
+        drop(batcher);
+        drop(push_batcher);
+        let (inbound_done, outbound_done) = tokio::join!(
+            tokio::time::timeout(WIND_DOWN, batcher_task),
+            tokio::time::timeout(WIND_DOWN, push_batcher_task),
+        );
+        if inbound_done.is_err() || outbound_done.is_err() {
+            tracing::warn!("A batcher did not finish in time");
+        }
+        let _ = relaying.await;
+        let _ = push_maintaining.await;
         let _ = maintaining.await;
         let _ = refresher.await;
         server_handle.stop(true).await;
@@ -295,6 +354,56 @@ impl Application {
         store.close().await;
         tracing::info!("Worker stopped");
         served
+    }
+}
+
+impl Outbound {
+    async fn build(
+        settings: &Settings,
+        store: &Store,
+        conn: redis::aio::ConnectionManager,
+        deps: OutboundDeps,
+        metrics: &WorkerMetrics,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, StartupError> {
+        let worker = &settings.worker;
+        let (batcher, batcher_task) = PushBatcher::start(
+            deps,
+            metrics.clone(),
+            PushBatcherConfig::from_settings(worker),
+            shutdown.child_token(),
+        );
+        let relay = Relay::new(
+            store.clone(),
+            &settings.redis,
+            RelayConfig::from_settings(worker),
+            metrics.clone(),
+        )
+        .map_err(StartupError::Redis)?;
+        let promoter = Promoter::for_queue(&settings.redis, OUTBOUND_QUEUE)
+            .await
+            .map_err(StartupError::Redis)?;
+        let janitor = Janitor::for_queue(&settings.redis, OUTBOUND_QUEUE)
+            .await
+            .map_err(StartupError::Redis)?;
+        let consumer = Consumer {
+            conn,
+            config: runner::push_queue_config(settings),
+            poll_interval: worker.poll_interval(),
+            concurrency: worker.concurrency,
+            jobs: ConsumerJobs::Outbound(batcher.clone()),
+            promoter: promoter.clone(),
+            metrics: metrics.clone(),
+            status: ConsumerStatus::default(),
+        };
+        Ok(Self {
+            relay,
+            consumer,
+            batcher,
+            batcher_task,
+            promoter,
+            janitor,
+        })
     }
 }
 

@@ -51,17 +51,23 @@ impl TestEnv {
 
     /// The world before any account is connected.
     pub async fn without_integration() -> Self {
+        Self::with_sim_config(sim_config()).await
+    }
+
+    /// A world with an integration for [`PORTAL`] whose simulator runs with
+    /// `config` (e.g. [`sim_config`] with a webhook target).
+    pub async fn connected_with(config: SimConfig) -> Self {
+        let env = Self::with_sim_config(config).await;
+        let integration = env.connect_private_app(PORTAL, TOKEN).await;
+        Self { integration, ..env }
+    }
+
+    /// The world before any account is connected, its simulator running
+    /// with `config`.
+    pub async fn with_sim_config(config: SimConfig) -> Self {
         leadsync_runtime::telemetry::init_for_tests();
         let db = TestDb::create().await.expect("test database");
-        let sim = spawn(SimConfig {
-            seed: 5,
-            workers: 1,
-            portals: vec![PortalConfig::new(PORTAL).with_private_app_token(TOKEN)],
-            rate_limit: RateLimitConfig::disabled(),
-            ..SimConfig::default()
-        })
-        .await
-        .expect("simulator starts");
+        let sim = spawn(config).await.expect("simulator starts");
         Self {
             db,
             sim,
@@ -280,13 +286,29 @@ impl TestEnv {
         let mut queue = self.queue().await;
         queue.inspector.purge().await.expect("purge");
         // apalis-redis lists every queue a worker registered on.
+        let outbound = leadsync_queue::outbound_config(&self.settings("").redis);
         let _: () = queue
             .conn
-            .zrem("core:apalis:queues:list", queue.config.workers_set())
+            .zrem(
+                "core:apalis:queues:list",
+                &[queue.config.workers_set(), outbound.workers_set()],
+            )
             .await
             .expect("Redis");
         self.sim.stop().await;
         self.db.cleanup().await.expect("cleanup");
+    }
+}
+
+/// The simulator of [`TestEnv`]: [`PORTAL`] with [`TOKEN`], no rate limits,
+/// no webhook target.
+pub fn sim_config() -> SimConfig {
+    SimConfig {
+        seed: 5,
+        workers: 1,
+        portals: vec![PortalConfig::new(PORTAL).with_private_app_token(TOKEN)],
+        rate_limit: RateLimitConfig::disabled(),
+        ..SimConfig::default()
     }
 }
 
@@ -306,11 +328,15 @@ fn placeholder_integration() -> Integration {
 
 /// A HubSpot client for [`PORTAL`] against the simulator.
 pub fn sim_client(sim: &SimHandle) -> Client {
-    let client = Client::builder(ClientConfig::new(
-        sim.base_url().parse().expect("valid URL"),
-    ))
-    .build()
-    .expect("client builds");
+    sim_client_at(&sim.base_url())
+}
+
+/// A HubSpot client for [`PORTAL`] against `base_url` (the simulator, or a
+/// proxy in front of it).
+pub fn sim_client_at(base_url: &str) -> Client {
+    let client = Client::builder(ClientConfig::new(base_url.parse().expect("valid URL")))
+        .build()
+        .expect("client builds");
     client.set_token_source(PortalId::new(PORTAL), TokenSource::PrivateApp(TOKEN.into()));
     client
 }
@@ -572,6 +598,117 @@ impl FailingProxy {
         Self {
             url,
             batch_reads,
+            handle,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// An HTTP proxy in front of the simulator that answers the first `times`
+/// requests to `method path` with `status` and `body` (a canned HubSpot
+/// error the simulator does not produce there), forwarding everything else.
+pub struct StubProxy {
+    pub url: String,
+    /// Requests answered with the stub.
+    pub stubbed: Arc<AtomicUsize>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+struct StubState {
+    upstream: String,
+    http: reqwest::Client,
+    method: String,
+    path: String,
+    status: u16,
+    body: String,
+    left: AtomicUsize,
+    stubbed: Arc<AtomicUsize>,
+}
+
+async fn stub_or_forward(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<StubState>,
+) -> HttpResponse {
+    if req.method().as_str() == state.method
+        && req.uri().path() == state.path
+        && state
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        state.stubbed.fetch_add(1, Ordering::SeqCst);
+        return HttpResponse::build(
+            actix_web::http::StatusCode::from_u16(state.status).expect("status"),
+        )
+        .content_type("application/json;charset=utf-8")
+        .body(state.body.clone());
+    }
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).expect("method");
+    let mut upstream = state
+        .http
+        .request(method, format!("{}{path}", state.upstream))
+        .body(body.to_vec());
+    for name in ["authorization", "content-type"] {
+        if let Some(v) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
+            upstream = upstream.header(name, v);
+        }
+    }
+    let answer = upstream.send().await.expect("the simulator answers");
+    let mut response = HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(answer.status().as_u16()).expect("status"),
+    );
+    for (name, value) in answer.headers() {
+        let lower = name.as_str();
+        if (lower == "content-type" || lower.starts_with("x-hubspot-"))
+            && let Ok(v) = value.to_str()
+        {
+            response.insert_header((lower.to_owned(), v.to_owned()));
+        }
+    }
+    response.body(answer.bytes().await.expect("body").to_vec())
+}
+
+impl StubProxy {
+    pub async fn start(
+        upstream: &str,
+        method: &str,
+        path: &str,
+        (status, body): (u16, &str),
+        times: usize,
+    ) -> Self {
+        let stubbed = Arc::new(AtomicUsize::new(0));
+        let state = web::Data::new(StubState {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+            method: method.to_owned(),
+            path: path.to_owned(),
+            status,
+            body: body.to_owned(),
+            left: AtomicUsize::new(times),
+            stubbed: Arc::clone(&stubbed),
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .default_service(web::to(stub_or_forward))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            url,
+            stubbed,
             handle,
         }
     }

@@ -1,8 +1,11 @@
 //! The worker's runtime against real Redis, Postgres and the simulator over
-//! HTTP: the batcher, the queue consumer, credentials, a crash.
+//! HTTP: the batcher, the queue consumer, credentials, a crash, and the
+//! platform → HubSpot direction (outbox relay, push batches).
 
 mod batcher;
 mod consumer;
 mod crash;
 mod helpers;
 mod oauth;
+mod outbound;
+mod relay;

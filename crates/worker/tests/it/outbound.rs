@@ -1,0 +1,748 @@
+//! Platform → HubSpot: lead changes in Postgres become contacts in the
+//! simulator, through the relay, the outbound queue and the push batcher
+//! (the whole worker), or through `process_push_batch` directly where a test
+//! needs exact batches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use leadsync_domain::{ConflictPolicy, ContactId, LeadField, PortalId, ValueHash, WebhookEvent};
+use leadsync_hubspot::{Client, Property, PropertyCreated, PropertyOption};
+use leadsync_hubspot_sim::{Receiver, SubscriptionSpec, UserEdit};
+use leadsync_queue::{InboundEvent, PushLeadChange};
+use leadsync_store::audit::{self, AuditAction, AuditRecord, Direction};
+use leadsync_store::dead_letters::{self, DeadLetterFilter};
+use leadsync_store::integrations;
+use leadsync_store::leads::{self, CrmSyncStatus, LeadFields, NewLead, SyncDirection};
+use leadsync_store::{Lead, LeadColumn, outbox};
+use leadsync_worker::{InboundDeps, OutboundDeps, PushReport, process_batch, process_push_batch};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::helpers::{
+    BATCH_READ, PORTAL, RunningWorker, StubProxy, TestEnv, now_ms, sim_client, sim_config,
+};
+
+const SOURCE: &str = "jazzaam";
+const UPSERT: &str = "POST /crm/v3/objects/contacts/batch/upsert";
+const UPDATE: &str = "POST /crm/v3/objects/contacts/batch/update";
+
+/// The worker settings of these tests: short push windows and relay polls.
+const FAST_PUSH: &str = "[worker]\npush_batch_window_ms = 50\nrelay_poll_interval_ms = 200";
+
+/// Creates the custom property `lead_source_system`, as `leadsync setup` does.
+async fn create_source_property(client: &Client) {
+    let option = |value: &str| PropertyOption {
+        label: value.to_owned(),
+        value: value.to_owned(),
+        hidden: false,
+        display_order: None,
+    };
+    let created = client
+        .create_property(
+            PortalId::new(PORTAL),
+            &Property {
+                name: "lead_source_system".to_owned(),
+                label: "Lead source system".to_owned(),
+                property_type: "enumeration".to_owned(),
+                field_type: "select".to_owned(),
+                group_name: "contactinformation".to_owned(),
+                description: None,
+                options: vec![option(SOURCE), option("hubspot"), option("manual")],
+                has_unique_value: None,
+                hubspot_defined: None,
+            },
+        )
+        .await
+        .expect("property created");
+    assert!(matches!(created, PropertyCreated::Created(_)));
+}
+
+/// The simulator's client with `lead_source_system` set up, and the
+/// processor's dependencies on it.
+async fn outbound(env: &TestEnv) -> (Client, OutboundDeps) {
+    let client = sim_client(&env.sim);
+    create_source_property(&client).await;
+    let deps = OutboundDeps {
+        store: env.db.store.clone(),
+        hubspot: client.clone(),
+        source_system: SOURCE.to_owned(),
+        credentials: None,
+    };
+    (client, deps)
+}
+
+/// Claims every pending outbox row and turns it into its job, as the relay
+/// does (without the queue in between).
+async fn pending_jobs(env: &TestEnv) -> Vec<PushLeadChange> {
+    let mut tx = env.db.store.begin().await.expect("transaction");
+    let changes = outbox::claim_batch(&mut tx, 10_000).await.expect("claim");
+    let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
+    outbox::mark_relayed(&mut *tx, &ids).await.expect("mark");
+    tx.commit().await.expect("commit");
+    changes
+        .into_iter()
+        .map(|c| PushLeadChange {
+            change_id: c.id,
+            integration_id: c.integration_id,
+            lead_id: c.lead_id,
+            operation: c.operation.as_str().to_owned(),
+            changed_at_ms: c.created_at.timestamp_millis(),
+            trace: HashMap::new(),
+        })
+        .collect()
+}
+
+async fn push(deps: &OutboundDeps, env: &TestEnv) -> PushReport {
+    let jobs = pending_jobs(env).await;
+    assert!(!jobs.is_empty(), "a lead change is pending");
+    process_push_batch(deps, jobs).await.expect("batch pushed")
+}
+
+fn fields(values: &[(LeadColumn, &str)]) -> LeadFields {
+    let mut fields = LeadFields::default();
+    for (column, value) in values {
+        fields.set(*column, Some((*value).to_owned()));
+    }
+    fields
+}
+
+/// A lead created through the store, as the platform's REST API does.
+async fn create_lead(env: &TestEnv, values: &[(LeadColumn, &str)]) -> Lead {
+    leads::create(
+        env.db.store.pool(),
+        env.integration.id,
+        &NewLead {
+            fields: fields(values),
+            source_system: None,
+        },
+    )
+    .await
+    .expect("lead created")
+}
+
+async fn edit_lead(env: &TestEnv, lead: Uuid, column: LeadColumn, value: &str) {
+    leads::update(
+        env.db.store.pool(),
+        env.integration.id,
+        lead,
+        &BTreeMap::from([(column, Some(value.to_owned()))]),
+    )
+    .await
+    .expect("lead updated")
+    .expect("lead exists");
+}
+
+async fn lead(env: &TestEnv, id: Uuid) -> Lead {
+    leads::by_id(env.db.store.pool(), env.integration.id, id)
+        .await
+        .expect("lead query")
+        .expect("lead exists")
+}
+
+/// Waits until the lead satisfies `done` (or `timeout` passes); returns it.
+async fn wait_for_lead(
+    env: &TestEnv,
+    id: Uuid,
+    timeout: Duration,
+    done: impl Fn(&Lead) -> bool,
+) -> Lead {
+    let started = Instant::now();
+    loop {
+        let lead = lead(env, id).await;
+        if done(&lead) || started.elapsed() > timeout {
+            return lead;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Outbox rows: (all, still pending).
+async fn outbox_rows(env: &TestEnv) -> (i64, i64) {
+    sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE relayed_at IS NULL) FROM lead_changes")
+        .fetch_one(env.db.store.pool())
+        .await
+        .expect("outbox query")
+}
+
+async fn outbound_trail(env: &TestEnv, lead: Uuid) -> Vec<AuditRecord> {
+    audit::for_lead(env.db.store.pool(), lead, 100)
+        .await
+        .expect("audit query")
+        .into_iter()
+        .filter(|r| r.entry.direction == Direction::Outbound)
+        .collect()
+}
+
+fn has_entry(trail: &[AuditRecord], action: AuditAction, reason: Option<&str>) -> bool {
+    trail
+        .iter()
+        .any(|r| r.entry.action == action && r.entry.reason.as_deref() == reason)
+}
+
+fn contact(env: &TestEnv, id: ContactId) -> leadsync_hubspot_sim::ContactRecord {
+    env.sim
+        .control()
+        .contact(PORTAL, id.get())
+        .expect("contact exists")
+}
+
+#[tokio::test]
+async fn a_lead_inserted_with_plain_sql_becomes_a_contact_with_its_source_system() {
+    // Arrange
+    let env = TestEnv::new().await;
+    create_source_property(&sim_client(&env.sim)).await;
+    let worker = RunningWorker::start(&env.settings(FAST_PUSH)).await;
+
+    // Act: a platform write that knows nothing about leadsync.
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO leads (integration_id, email, first_name, last_name, company) \
+         VALUES ($1, 'ada@example.com', 'Ada', 'Lovelace', 'Analytical Engines') RETURNING id",
+    )
+    .bind(env.integration.id)
+    .fetch_one(env.db.store.pool())
+    .await
+    .expect("insert");
+    let lead = wait_for_lead(&env, id, Duration::from_secs(15), |l| l.crm_id.is_some()).await;
+
+    // Assert
+    let contact_id = lead.crm_id.expect("the lead got its contact id");
+    let created = contact(&env, contact_id);
+    assert_eq!(created.get("email"), Some("ada@example.com"));
+    assert_eq!(created.get("firstname"), Some("Ada"));
+    assert_eq!(created.get("company"), Some("Analytical Engines"));
+    assert_eq!(created.get("hs_lead_status"), Some("NEW"));
+    assert_eq!(created.get("lead_source_system"), Some(SOURCE));
+    assert_eq!(lead.crm_sync_status, CrmSyncStatus::Synced);
+    assert_eq!(lead.last_sync_direction, Some(SyncDirection::ToCrm));
+    assert_eq!(
+        lead.synced_values.get(&LeadField::FirstName),
+        Some(&ValueHash::of("Ada")),
+        "the pushed values are the merge base"
+    );
+    assert_eq!(env.sim.control().stats().calls(UPSERT), 1);
+    assert_eq!(
+        env.sim.control().contacts(PORTAL).expect("contacts").len(),
+        1
+    );
+    // The insert is the only outbox row: the bookkeeping (crm_id, status,
+    // merge base) did not re-enter the outbox.
+    assert_eq!(outbox_rows(&env).await, (1, 0));
+    assert!(has_entry(
+        &outbound_trail(&env, id).await,
+        AuditAction::Created,
+        None
+    ));
+    worker.stop(Duration::from_secs(20)).await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn editing_a_linked_lead_updates_its_contact_with_one_batch_update() {
+    // Arrange
+    let env = TestEnv::new().await;
+    create_source_property(&sim_client(&env.sim)).await;
+    let worker = RunningWorker::start(&env.settings(FAST_PUSH)).await;
+    let created = create_lead(
+        &env,
+        &[
+            (LeadColumn::Email, "grace@example.com"),
+            (LeadColumn::FirstName, "Grace"),
+        ],
+    )
+    .await;
+    let linked = wait_for_lead(&env, created.id, Duration::from_secs(15), |l| {
+        l.crm_id.is_some()
+    })
+    .await;
+    let contact_id = linked.crm_id.expect("linked");
+    env.sim.control().reset_stats();
+
+    // Act
+    edit_lead(&env, created.id, LeadColumn::JobTitle, "Rear Admiral").await;
+    let edited = wait_for_lead(&env, created.id, Duration::from_secs(15), |l| {
+        l.synced_values.get(&LeadField::JobTitle) == Some(&ValueHash::of("Rear Admiral"))
+    })
+    .await;
+
+    // Assert
+    assert_eq!(
+        contact(&env, contact_id).get("jobtitle"),
+        Some("Rear Admiral")
+    );
+    let stats = env.sim.control().stats();
+    assert_eq!(stats.calls(UPDATE), 1, "{:?}", stats.calls_by_endpoint);
+    assert_eq!(stats.calls(UPSERT), 0);
+    assert_eq!(
+        stats.calls(BATCH_READ),
+        1,
+        "linked leads are read before an update"
+    );
+    assert_eq!(edited.crm_id, Some(contact_id));
+    assert_eq!(edited.sync_version, linked.sync_version + 1);
+    assert_eq!(
+        outbox_rows(&env).await,
+        (2, 0),
+        "one row per platform write"
+    );
+    let trail = outbound_trail(&env, created.id).await;
+    let update = trail
+        .iter()
+        .find(|r| r.entry.action == AuditAction::Updated)
+        .expect("the update is audited");
+    assert_eq!(
+        update.entry.changes.keys().collect::<Vec<_>>(),
+        ["job_title"]
+    );
+    worker.stop(Duration::from_secs(20)).await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn the_inbound_echo_of_a_pushed_edit_is_skipped() {
+    // Arrange: the simulator delivers webhooks to a receiver.
+    let receiver = Receiver::spawn(true).await.expect("receiver");
+    let mut config = sim_config();
+    config.app.target_url = Some(receiver.url());
+    config.subscriptions =
+        SubscriptionSpec::all_contact_events(&["email", "firstname", "lastname", "jobtitle"]);
+    let env = TestEnv::connected_with(config).await;
+    let (client, deps) = outbound(&env).await;
+    let created = create_lead(
+        &env,
+        &[
+            (LeadColumn::Email, "Katherine@Example.com"),
+            (LeadColumn::FirstName, "Katherine"),
+        ],
+    )
+    .await;
+    assert_eq!(push(&deps, &env).await.created, 1);
+    edit_lead(&env, created.id, LeadColumn::FirstName, "Kate").await;
+    assert_eq!(push(&deps, &env).await.updated, 1);
+    assert!(
+        env.sim
+            .control()
+            .wait_for_delivery_idle(Duration::from_secs(10))
+            .await
+    );
+    let echoes: Vec<InboundEvent> = receiver
+        .accepted_events()
+        .into_iter()
+        .map(|e| {
+            let raw = RawValue::from_string(e.to_string()).expect("JSON");
+            InboundEvent::new(WebhookEvent::from_raw(&raw), now_ms(), HashMap::new(), None)
+        })
+        .collect();
+    assert!(
+        receiver.accepted_events().iter().any(|e| {
+            e["propertyName"] == "firstname"
+                && e["propertyValue"] == "Kate"
+                && e["changeSource"] == "INTEGRATION"
+        }),
+        "HubSpot sends our own write back"
+    );
+    let before = lead(&env, created.id).await;
+
+    // Act
+    let report = process_batch(
+        &InboundDeps {
+            store: env.db.store.clone(),
+            hubspot: client,
+        },
+        echoes,
+    )
+    .await
+    .expect("inbound batch");
+
+    // Assert
+    let after = lead(&env, created.id).await;
+    assert_eq!((report.created, report.linked, report.updated), (0, 0, 0));
+    assert!(
+        report.skipped.get("echo").copied().unwrap_or(0) >= 1,
+        "{report:?}"
+    );
+    assert_eq!(after.fields, before.fields);
+    assert_eq!(after.sync_version, before.sync_version);
+    assert_eq!(after.updated_at, before.updated_at);
+    let echoed_first_name = audit::for_lead(env.db.store.pool(), created.id, 100)
+        .await
+        .expect("audit")
+        .into_iter()
+        .any(|r| {
+            r.entry.direction == Direction::Inbound
+                && r.entry.action == AuditAction::Skipped
+                && r.entry.reason.as_deref() == Some("echo")
+                && r.entry.changes.contains_key("first_name")
+        });
+    assert!(
+        echoed_first_name,
+        "the edited field is recognised as our echo"
+    );
+    assert_eq!(outbox_rows(&env).await.1, 0, "nothing went back out");
+    receiver.stop().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_lead_whose_address_hubspot_already_has_is_linked_not_duplicated() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let existing = env.create_contact("ann@example.com");
+    let created = create_lead(
+        &env,
+        &[
+            (LeadColumn::Email, "Ann@Example.com"),
+            (LeadColumn::FirstName, "Ann"),
+            (LeadColumn::Phone, "+1 555 0100"),
+        ],
+    )
+    .await;
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!((report.created, report.linked), (0, 1), "{report:?}");
+    let linked = lead(&env, created.id).await;
+    assert_eq!(linked.crm_id, Some(ContactId::new(existing)));
+    assert_eq!(
+        env.sim.control().contacts(PORTAL).expect("contacts").len(),
+        1
+    );
+    let contact = contact(&env, ContactId::new(existing));
+    assert_eq!(contact.get("phone"), Some("+1 555 0100"));
+    assert_eq!(contact.get("email"), Some("ann@example.com"));
+    assert_eq!(
+        linked.synced_values.get(&LeadField::Email),
+        Some(&ValueHash::of("ann@example.com")),
+        "addresses agree whatever their case"
+    );
+    assert!(has_entry(
+        &outbound_trail(&env, created.id).await,
+        AuditAction::Linked,
+        Some("email_match")
+    ));
+    assert_eq!(outbox_rows(&env).await, (1, 0));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn two_hundred_fifty_new_leads_take_three_batch_upserts() {
+    // Arrange: one bulk import in plain SQL.
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    sqlx::query(
+        "INSERT INTO leads (integration_id, email, first_name) \
+         SELECT $1, 'bulk' || n || '@example.com', 'Person ' || n FROM generate_series(1, 250) AS n",
+    )
+    .bind(env.integration.id)
+    .execute(env.db.store.pool())
+    .await
+    .expect("bulk insert");
+    let jobs = pending_jobs(&env).await;
+    assert_eq!(jobs.len(), 250);
+
+    // Act
+    let report = process_push_batch(&deps, jobs).await.expect("batch pushed");
+
+    // Assert
+    assert_eq!(report.upsert_calls, 3, "{report:?}");
+    assert_eq!(report.created, 250);
+    assert_eq!(env.sim.control().stats().calls(UPSERT), 3);
+    assert_eq!(
+        env.sim.control().contacts(PORTAL).expect("contacts").len(),
+        250
+    );
+    let unlinked: i64 = sqlx::query_scalar("SELECT count(*) FROM leads WHERE crm_id IS NULL")
+        .fetch_one(env.db.store.pool())
+        .await
+        .expect("count");
+    assert_eq!(unlinked, 0, "every lead got its contact id");
+    assert_eq!(outbox_rows(&env).await, (250, 0));
+    let counters = leadsync_store::stats::read(env.db.store.pool(), env.integration.id)
+        .await
+        .expect("stats");
+    assert_eq!(counters.to_hubspot_success, 250);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn with_the_outbound_direction_off_nothing_is_sent() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let mut settings = env.integration.settings.clone();
+    settings.directions.outbound = false;
+    integrations::update_settings(env.db.store.pool(), env.integration.id, &settings)
+        .await
+        .expect("settings");
+    let created = create_lead(&env, &[(LeadColumn::Email, "off@example.com")]).await;
+    env.sim.control().reset_stats();
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!(report.skipped.get("outbound_disabled"), Some(&1));
+    assert_eq!(env.sim.control().stats().api_calls, 0);
+    assert_eq!(lead(&env, created.id).await.crm_id, None);
+    assert!(has_entry(
+        &outbound_trail(&env, created.id).await,
+        AuditAction::Skipped,
+        Some("outbound_disabled")
+    ));
+    let counters = leadsync_store::stats::read(env.db.store.pool(), env.integration.id)
+        .await
+        .expect("stats");
+    assert_eq!(
+        counters
+            .counters
+            .get("skipped.to_hubspot.outbound_disabled"),
+        Some(&1),
+        "{counters:?}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_field_changed_on_both_sides_keeps_hubspots_value_under_hubspot_wins() {
+    // Arrange: a linked lead, then a sales rep and the platform both edit
+    // the first name before either side synced.
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let created = create_lead(
+        &env,
+        &[
+            (LeadColumn::Email, "mary@example.com"),
+            (LeadColumn::FirstName, "Mary"),
+        ],
+    )
+    .await;
+    push(&deps, &env).await;
+    let contact_id = lead(&env, created.id).await.crm_id.expect("linked");
+    env.sim
+        .control()
+        .update_contact(
+            PORTAL,
+            contact_id.get(),
+            &UserEdit::new([("firstname", "Maria")]),
+        )
+        .expect("user edit");
+    edit_lead(&env, created.id, LeadColumn::FirstName, "Marie").await;
+    edit_lead(&env, created.id, LeadColumn::Company, "Jackson Labs").await;
+    env.sim.control().reset_stats();
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert: the company (changed on the platform only) is written, the
+    // first name (changed on both sides) keeps HubSpot's value.
+    assert_eq!(
+        report.skipped.get("conflict_hubspot_wins"),
+        Some(&1),
+        "{report:?}"
+    );
+    let after = contact(&env, contact_id);
+    assert_eq!(after.get("firstname"), Some("Maria"));
+    assert_eq!(after.get("company"), Some("Jackson Labs"));
+    assert_eq!(env.sim.control().stats().calls(UPDATE), 1);
+    let trail = outbound_trail(&env, created.id).await;
+    let conflict = trail
+        .iter()
+        .find(|r| r.entry.reason.as_deref() == Some("conflict_hubspot_wins"))
+        .expect("the conflict is audited");
+    let change = &conflict.entry.changes["first_name"];
+    assert_eq!(change.losing_value.as_deref(), Some("Marie"));
+    assert_eq!(change.after.as_deref(), Some("Maria"));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn under_platform_wins_the_platform_value_overwrites_hubspots() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let mut settings = env.integration.settings.clone();
+    settings.conflict_policy = ConflictPolicy::PlatformWins;
+    integrations::update_settings(env.db.store.pool(), env.integration.id, &settings)
+        .await
+        .expect("settings");
+    let created = create_lead(
+        &env,
+        &[
+            (LeadColumn::Email, "alan@example.com"),
+            (LeadColumn::FirstName, "Alan"),
+        ],
+    )
+    .await;
+    push(&deps, &env).await;
+    let contact_id = lead(&env, created.id).await.crm_id.expect("linked");
+    env.sim
+        .control()
+        .update_contact(
+            PORTAL,
+            contact_id.get(),
+            &UserEdit::new([("firstname", "Al")]),
+        )
+        .expect("user edit");
+    edit_lead(&env, created.id, LeadColumn::FirstName, "Alan M.").await;
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!(report.updated, 1, "{report:?}");
+    assert_eq!(contact(&env, contact_id).get("firstname"), Some("Alan M."));
+    let trail = outbound_trail(&env, created.id).await;
+    let conflict = trail
+        .iter()
+        .find(|r| r.entry.action == AuditAction::Conflict)
+        .expect("the conflict is audited");
+    assert_eq!(
+        conflict.entry.reason.as_deref(),
+        Some("conflict_platform_wins")
+    );
+    assert_eq!(
+        conflict.entry.changes["first_name"].losing_value.as_deref(),
+        Some("Al")
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_409_on_upsert_links_the_lead_to_the_existing_contact() {
+    // Arrange: HubSpot answers the first upsert "Contact already exists"
+    // (as it does when the address is a secondary one of another contact).
+    let env = TestEnv::new().await;
+    create_source_property(&sim_client(&env.sim)).await;
+    let existing = env.create_contact("joan@example.com");
+    let body = format!(
+        r#"{{"status":"error","message":"Contact already exists. Existing ID: {existing}","correlationId":"c0ffee","category":"CONFLICT"}}"#
+    );
+    let proxy = StubProxy::start(
+        &env.sim.base_url(),
+        "POST",
+        "/crm/v3/objects/contacts/batch/upsert",
+        (409, &body),
+        1,
+    )
+    .await;
+    let client = crate::helpers::sim_client_at(&proxy.url);
+    let deps = OutboundDeps {
+        store: env.db.store.clone(),
+        hubspot: client,
+        source_system: SOURCE.to_owned(),
+        credentials: None,
+    };
+    let joan = create_lead(
+        &env,
+        &[
+            (LeadColumn::Email, "joan@example.com"),
+            (LeadColumn::JobTitle, "Cryptanalyst"),
+        ],
+    )
+    .await;
+    let other = create_lead(&env, &[(LeadColumn::Email, "other@example.com")]).await;
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!(proxy.stubbed.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        (report.created, report.linked, report.updated),
+        (1, 1, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        lead(&env, joan.id).await.crm_id,
+        Some(ContactId::new(existing))
+    );
+    assert!(lead(&env, other.id).await.crm_id.is_some());
+    assert_eq!(
+        env.sim.control().contacts(PORTAL).expect("contacts").len(),
+        2
+    );
+    assert_eq!(
+        contact(&env, ContactId::new(existing)).get("jobtitle"),
+        Some("Cryptanalyst"),
+        "the linked lead is then pushed as a linked lead"
+    );
+    assert!(has_entry(
+        &outbound_trail(&env, joan.id).await,
+        AuditAction::Linked,
+        Some("contact_exists")
+    ));
+    proxy.stop().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_lead_hubspot_refuses_is_dead_lettered_and_the_rest_are_pushed() {
+    // Arrange: a status HubSpot's enumeration does not have.
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let good = create_lead(&env, &[(LeadColumn::Email, "good1@example.com")]).await;
+    let bad = create_lead(
+        &env,
+        &[
+            (LeadColumn::Email, "bad@example.com"),
+            (LeadColumn::Status, "no such status"),
+        ],
+    )
+    .await;
+    let also_good = create_lead(&env, &[(LeadColumn::Email, "good2@example.com")]).await;
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!((report.created, report.dead_lettered), (2, 1), "{report:?}");
+    assert!(lead(&env, good.id).await.crm_id.is_some());
+    assert!(lead(&env, also_good.id).await.crm_id.is_some());
+    let refused = lead(&env, bad.id).await;
+    assert_eq!(refused.crm_id, None);
+    assert_eq!(refused.crm_sync_status, CrmSyncStatus::Failed);
+    let letters = dead_letters::list(env.db.store.pool(), &DeadLetterFilter::default())
+        .await
+        .expect("dead letters");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, "hubspot_validation");
+    assert_eq!(letters[0].payload["lead_id"], bad.id.to_string());
+    assert!(has_entry(
+        &outbound_trail(&env, bad.id).await,
+        AuditAction::DeadLettered,
+        Some("hubspot_validation")
+    ));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn an_address_a_privacy_deletion_tombstoned_is_never_sent_again() {
+    // Arrange: HubSpot erased a person; later the platform enters the
+    // same address again.
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let mut conn = env.db.store.pool().acquire().await.expect("connection");
+    leads::erase(
+        &mut conn,
+        env.integration.id,
+        Some(ContactId::new(4242)),
+        Some("gone@example.com"),
+    )
+    .await
+    .expect("erased");
+    drop(conn);
+    let again = create_lead(&env, &[(LeadColumn::Email, " Gone@Example.com ")]).await;
+    env.sim.control().reset_stats();
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!(report.skipped.get("tombstoned"), Some(&1), "{report:?}");
+    assert_eq!(env.sim.control().stats().api_calls, 0);
+    assert_eq!(lead(&env, again.id).await.crm_id, None);
+    env.finish().await;
+}
