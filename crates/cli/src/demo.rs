@@ -39,8 +39,218 @@ pub struct DemoReport {
     pub contacts: u64,
     /// Of which have a lead in Postgres.
     pub leads: u64,
-    /// Calls leadsync made to the HubSpot API.
+    /// Calls leadsync made to the HubSpot API for the inbound half.
     pub api_calls: u64,
+    /// What the platform → HubSpot half did.
+    pub outbound: OutboundReport,
+}
+
+/// The platform → HubSpot half of the demo.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboundReport {
+    /// Platform leads that became contacts carrying `lead_source_system`.
+    pub contacts_created: u64,
+    /// Platform edits made after the leads were linked.
+    pub platform_edits: u64,
+    /// Contact writes leadsync made for those edits (batch updates).
+    pub edit_writes: u64,
+    /// Contact writes leadsync made after a CRM user's edit came back as a
+    /// lead change: an echo loop would make this non-zero.
+    pub echo_writes: u64,
+    /// Whether the CRM user's edit reached the lead.
+    pub hubspot_edit_synced: bool,
+}
+
+/// HubSpot's batch endpoints that write contacts.
+const WRITES: [&str; 2] = [
+    "POST /crm/v3/objects/contacts/batch/upsert",
+    "POST /crm/v3/objects/contacts/batch/update",
+];
+
+/// Creates leads on the platform, edits them, edits one of their contacts in
+/// HubSpot, and prints what reached the other side.
+async fn push_and_report(
+    db: &TestDb,
+    sim: &leadsync_hubspot_sim::SimHandle,
+    portal: u64,
+    integration: uuid::Uuid,
+) -> anyhow::Result<OutboundReport> {
+    println!("\nleadsync -> HubSpot");
+    let pool = db.store.pool();
+    let control = sim.control();
+    let client = leadsync_hubspot::Client::builder(leadsync_hubspot::ClientConfig::new(
+        sim.base_url().parse()?,
+    ))
+    .build()?;
+    client.set_token_source(
+        PortalId::new(portal),
+        leadsync_hubspot::TokenSource::PrivateApp(SecretString::from(DEMO_TOKEN)),
+    );
+    create_source_property(&client, portal).await?;
+    println!("  setup: the contact property `lead_source_system` exists in HubSpot");
+
+    let writes = || WRITES.iter().map(|e| control.stats().calls(e)).sum::<u64>();
+    let before = writes();
+    let people = [
+        ("alan@example.com", "Alan", "Turing", "Bletchley Park"),
+        ("katherine@example.com", "Katherine", "Johnson", "NASA"),
+        ("hedy@example.com", "Hedy", "Lamarr", "MGM"),
+    ];
+    let mut ids = Vec::new();
+    for (email, first, last, company) in people {
+        let mut fields = leads::LeadFields::default();
+        fields.set(LeadColumn::Email, Some(email.to_owned()));
+        fields.set(LeadColumn::FirstName, Some(first.to_owned()));
+        fields.set(LeadColumn::LastName, Some(last.to_owned()));
+        fields.set(LeadColumn::Company, Some(company.to_owned()));
+        let lead = leads::create(
+            pool,
+            integration,
+            &leads::NewLead {
+                fields,
+                source_system: None,
+            },
+        )
+        .await?;
+        ids.push(lead.id);
+    }
+    let started = Instant::now();
+    let linked = wait_for(|| async {
+        let mut crm = Vec::new();
+        for id in &ids {
+            match leads::by_id(pool, integration, *id)
+                .await?
+                .and_then(|l| l.crm_id)
+            {
+                Some(c) => crm.push(c),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(crm))
+    })
+    .await?
+    .context("the platform's leads did not become contacts in time")?;
+    let created_writes = writes() - before;
+    let tagged = linked
+        .iter()
+        .filter(|c| {
+            control.contact(portal, c.get()).is_ok_and(|r| {
+                r.properties.get("lead_source_system").map(String::as_str) == Some("jazzaam")
+            })
+        })
+        .count() as u64;
+    println!(
+        "  the platform created {} leads: {tagged} contacts with lead_source_system set, in {:.1} s and {created_writes} batch upsert call(s)",
+        ids.len(),
+        started.elapsed().as_secs_f64(),
+    );
+
+    // Each side edits once; each edit must arrive once and never come back.
+    let before = writes();
+    leads::update(
+        pool,
+        integration,
+        ids[0],
+        &std::collections::BTreeMap::from([(
+            LeadColumn::JobTitle,
+            Some("Cryptanalyst".to_owned()),
+        )]),
+    )
+    .await?;
+    let alan = linked[0].get();
+    let pushed = wait_for(|| async {
+        Ok(control
+            .contact(portal, alan)?
+            .properties
+            .get("jobtitle")
+            .is_some_and(|t| t == "Cryptanalyst")
+            .then_some(()))
+    })
+    .await?
+    .is_some();
+    let edit_writes = writes() - before;
+    println!(
+        "  a platform edit (Alan's job title) reached his contact: {pushed}, with {edit_writes} batch update call(s)"
+    );
+
+    let katherine = linked[1].get();
+    control.update_contact(
+        portal,
+        katherine,
+        &UserEdit::new([("jobtitle", "Mathematician")]),
+    )?;
+    let before = writes();
+    let pulled = wait_for(|| async {
+        Ok(leads::by_id(pool, integration, ids[1])
+            .await?
+            .and_then(|l| l.fields.get(LeadColumn::JobTitle).map(str::to_owned))
+            .filter(|t| t == "Mathematician")
+            .map(drop))
+    })
+    .await?
+    .is_some();
+    // Give an echo the time it would need to show up.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let echo_writes = writes() - before;
+    println!(
+        "  a CRM user's edit (Katherine's job title) reached her lead: {pulled}; writes back to HubSpot: {echo_writes}"
+    );
+    Ok(OutboundReport {
+        contacts_created: tagged,
+        platform_edits: 1,
+        edit_writes,
+        echo_writes,
+        hubspot_edit_synced: pulled,
+    })
+}
+
+/// Creates the `lead_source_system` contact property, as `leadsync setup`
+/// does for a newly connected account.
+async fn create_source_property(
+    client: &leadsync_hubspot::Client,
+    portal: u64,
+) -> anyhow::Result<()> {
+    let option = |value: &str| leadsync_hubspot::PropertyOption {
+        label: value.to_owned(),
+        value: value.to_owned(),
+        hidden: false,
+        display_order: None,
+    };
+    client
+        .create_property(
+            PortalId::new(portal),
+            &leadsync_hubspot::Property {
+                name: "lead_source_system".to_owned(),
+                label: "Lead source system".to_owned(),
+                property_type: "enumeration".to_owned(),
+                field_type: "select".to_owned(),
+                group_name: "contactinformation".to_owned(),
+                description: None,
+                options: vec![option("jazzaam"), option("hubspot"), option("manual")],
+                has_unique_value: None,
+                hubspot_defined: None,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// Polls `check` until it yields a value or [`SYNC_DEADLINE`] passes.
+async fn wait_for<T, F, Fut>(check: F) -> anyhow::Result<Option<T>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(Some(value));
+        }
+        if started.elapsed() > SYNC_DEADLINE {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs the demo and prints what synced where.
@@ -258,13 +468,11 @@ async fn sync_and_report(
         );
     }
 
-    println!("\nleadsync -> HubSpot");
-    println!(
-        "  not built yet: the push of platform lead changes to HubSpot contacts lands with its issue."
-    );
+    let outbound = push_and_report(db, sim, portal, integration.id).await;
 
     worker_stop.stop();
     running.await??;
+    let outbound = outbound?;
     anyhow::ensure!(
         synced == contacts.len(),
         "only {synced} of {} contacts became leads within {SYNC_DEADLINE:?}",
@@ -277,6 +485,7 @@ async fn sync_and_report(
         contacts: contacts.len() as u64,
         leads: synced as u64,
         api_calls: stats.api_calls,
+        outbound,
     })
 }
 

@@ -3,7 +3,7 @@
 use leadsync_runtime::Settings;
 
 #[tokio::test]
-async fn the_demo_queues_every_distinct_event_once_and_syncs_every_contact() {
+async fn the_demo_syncs_both_directions_without_duplicates_or_echoes() {
     // Arrange
     let settings = Settings::from_toml("").expect("defaults are valid");
 
@@ -26,4 +26,9 @@ async fn the_demo_queues_every_distinct_event_once_and_syncs_every_contact() {
         report.api_calls * 20 < report.jobs_queued,
         "batch reads, not one call per event: {report:?}"
     );
+    let outbound = report.outbound;
+    assert_eq!(outbound.contacts_created, 3, "{report:?}");
+    assert_eq!(outbound.edit_writes, outbound.platform_edits, "{report:?}");
+    assert!(outbound.hubspot_edit_synced, "{report:?}");
+    assert_eq!(outbound.echo_writes, 0, "no echo traffic: {report:?}");
 }
