@@ -273,11 +273,13 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<DemoReport> {
     let stop = ingester.handle();
     tokio::spawn(ingester.run_until_stopped());
 
-    let mut sim_config = SimConfig::default();
-    sim_config.portals = vec![
-        PortalConfig::new(leadsync_hubspot_sim::DEFAULT_PORTAL_ID)
-            .with_private_app_token(DEMO_TOKEN),
-    ];
+    let mut sim_config = SimConfig {
+        portals: vec![
+            PortalConfig::new(leadsync_hubspot_sim::DEFAULT_PORTAL_ID)
+                .with_private_app_token(DEMO_TOKEN),
+        ],
+        ..SimConfig::default()
+    };
     sim_config.app.client_secret = SecretString::from(DEMO_SECRET);
     sim_config.app.target_url = Some(format!("{ingester_url}/webhooks/hubspot"));
     sim_config.subscriptions = SubscriptionSpec::all_contact_events(&[
