@@ -485,6 +485,9 @@ async fn a_graceful_stop_finishes_in_flight_requests_and_refuses_new_ones() {
     let settings = test_settings(&format!(
         "[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\n[application]\nenqueue_deadline_ms = 4000\nshutdown_timeout_secs = 10"
     ));
+    // Cleaning up scans the whole shared keyspace: not through the slow proxy.
+    let mut direct = settings.redis.clone();
+    direct.url = secrecy::SecretString::from("redis://127.0.0.1:6379/0");
     let mut app = TestIngester::spawn_with(settings).await;
     let body = batch(9, 1, 3);
     let request = v3_post(&app.http, &app.address, PATH, PATH, &body);
@@ -512,5 +515,10 @@ async fn a_graceful_stop_finishes_in_flight_requests_and_refuses_new_ones() {
         after.is_err(),
         "the stopped server still accepts connections"
     );
-    app.queue.purge().await.unwrap();
+    leadsync_queue::QueueInspector::connect(&direct)
+        .await
+        .expect("Redis runs at 127.0.0.1:6379")
+        .purge()
+        .await
+        .unwrap();
 }

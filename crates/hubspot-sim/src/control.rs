@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 pub use client::ControlClient;
 
+use crate::api_faults::ApiFault;
 use crate::auth::lock;
 use crate::config::{DeliveryConfig, FaultConfig, PortalConfig, RateLimitConfig, private_app_id};
 use crate::crm::contacts::Contact;
@@ -504,6 +505,29 @@ impl Control {
     /// The delivery fault rates.
     pub fn faults(&self) -> FaultConfig {
         self.sim.delivery.faults()
+    }
+
+    /// Makes the API answer `fault`'s error instead of serving matching
+    /// calls (behind the faults already injected; the first match is used).
+    ///
+    /// # Errors
+    /// [`ControlError::Invalid`] for a status outside 400–599 or 429, an
+    /// endpoint that is not a CRM endpoint key, or `times: 0`.
+    pub fn inject_api_fault(&self, fault: ApiFault) -> Result<(), ControlError> {
+        self.sim
+            .api_faults
+            .add(fault)
+            .map_err(ControlError::Invalid)
+    }
+
+    /// The injected API faults left, `times` counting the calls each still fails.
+    pub fn api_faults(&self) -> Vec<ApiFault> {
+        self.sim.api_faults.list()
+    }
+
+    /// Removes every injected API fault.
+    pub fn clear_api_faults(&self) {
+        self.sim.api_faults.clear();
     }
 
     /// Sets the delivery timeout, retry count, time scale and batch size.

@@ -21,6 +21,7 @@
 //!
 //! or as a process: `hubspot-sim --port 8090 --seed 7` (see `docs/hubspot-sim.md`).
 
+mod api_faults;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -40,6 +41,7 @@ mod routes;
 mod state;
 mod webhooks;
 
+pub use api_faults::ApiFault;
 pub use config::{
     AppConfig, DEFAULT_PORTAL_ID, DEFAULT_USER_ID, DeliveryConfig, FaultConfig, PortalConfig,
     PrivateAppConfig, RateLimitConfig, SimConfig, SubscriptionSpec, Tier,

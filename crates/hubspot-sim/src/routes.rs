@@ -113,8 +113,8 @@ pub(crate) fn error(sim: &Sim, err: ApiError) -> HttpResponse {
     err.into_response(sim.ids.uuid(Stream::Correlation))
 }
 
-/// Counts the call, authenticates its bearer token and applies the portal's
-/// limits. `Err` is the finished 401/429 response.
+/// Counts the call, authenticates its bearer token, applies the portal's
+/// limits and any injected fault. `Err` is the finished 401/429/injected response.
 pub(crate) fn gate(
     sim: &Sim,
     req: &HttpRequest,
@@ -144,11 +144,19 @@ pub(crate) fn gate(
         lock(&portal.limiter).check(now, day, caller.private_app)
     };
     match verdict {
-        Verdict::Allow(headers) => Ok(Ctx {
-            portal,
-            caller,
-            headers,
-        }),
+        Verdict::Allow(headers) => match sim.api_faults.take(endpoint, portal.id) {
+            // An admitted call HubSpot fails anyway (injected: docs/hubspot-sim.md).
+            Some(err) => {
+                let mut resp = error(sim, err);
+                add_rate_headers(&mut resp, headers);
+                Err(Box::new(resp))
+            }
+            None => Ok(Ctx {
+                portal,
+                caller,
+                headers,
+            }),
+        },
         Verdict::Deny(policy, headers) => {
             portal.rate_limited.fetch_add(1, Ordering::Relaxed);
             sim.counters.rate_limited.fetch_add(1, Ordering::Relaxed);

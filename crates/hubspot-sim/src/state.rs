@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use secrecy::ExposeSecret;
 
+use crate::api_faults::ApiFaults;
 use crate::auth::{AuthStore, lock, read, write};
 use crate::config::{PortalConfig, RateLimitConfig, SimConfig};
 use crate::crm::{Change, CrmStore, now_ms};
@@ -70,6 +71,8 @@ pub(crate) struct Sim {
     pub(crate) webhooks: RwLock<WebhookApp>,
     pub(crate) delivery: Arc<Delivery>,
     pub(crate) counters: Counters,
+    /// Errors to answer instead of serving matching API calls.
+    pub(crate) api_faults: ApiFaults,
     default_rate_limit: RwLock<RateLimitConfig>,
 }
 
@@ -97,6 +100,7 @@ impl Sim {
             webhooks: RwLock::new(webhooks),
             delivery: Arc::new(delivery),
             counters: Counters::default(),
+            api_faults: ApiFaults::default(),
             default_rate_limit: RwLock::new(config.rate_limit),
             config,
         });
@@ -231,11 +235,13 @@ impl Sim {
             calls_by_endpoint,
             portals: portals.iter().map(|p| (p.id, p.stats())).collect(),
             delivery: self.delivery.stats(),
+            api_faults_served: self.api_faults.served(),
         }
     }
 
     pub(crate) fn reset_stats(&self) {
         self.counters.reset();
+        self.api_faults.reset_counter();
         for p in read(&self.portals).values() {
             p.reset_counters();
         }
@@ -260,6 +266,8 @@ impl Sim {
         *write(&self.default_rate_limit) = self.config.rate_limit;
         self.ids.reset();
         self.counters.reset();
+        self.api_faults.clear();
+        self.api_faults.reset_counter();
         self.delivery
             .reset(self.config.delivery, self.config.faults);
         self.install_config_portals()?;

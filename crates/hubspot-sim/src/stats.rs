@@ -78,6 +78,14 @@ impl Endpoint {
         Self::SubscriptionsBatchUpdate,
     ];
 
+    /// The CRM endpoint (contacts or properties: the calls that pass the
+    /// API gate) whose key is `key`.
+    pub(crate) fn crm(key: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|e| e.as_str() == key && key.contains(" /crm/"))
+    }
+
     /// The key in [`SimStats::calls_by_endpoint`].
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -179,6 +187,9 @@ pub struct SimStats {
     pub portals: BTreeMap<u64, PortalStats>,
     /// Webhook delivery.
     pub delivery: DeliveryStats,
+    /// Injected API errors served (see `Control::inject_api_fault`).
+    #[serde(default)]
+    pub api_faults_served: u64,
 }
 
 impl SimStats {

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::api_faults::ApiFault;
 use crate::config::{DeliveryConfig, FaultConfig, RateLimitConfig};
 use crate::error::ControlError;
 use crate::model::{
@@ -282,6 +283,22 @@ impl ControlClient {
     /// See [`crate::Control::faults`].
     pub async fn faults(&self) -> Result<FaultConfig, ControlError> {
         self.call(Method::GET, "/faults", None).await
+    }
+
+    /// See [`crate::Control::inject_api_fault`].
+    pub async fn inject_api_fault(&self, fault: &ApiFault) -> Result<(), ControlError> {
+        self.call_empty(Method::POST, "/api-faults", Some(Self::to_json(fault)?))
+            .await
+    }
+
+    /// See [`crate::Control::api_faults`].
+    pub async fn api_faults(&self) -> Result<Vec<ApiFault>, ControlError> {
+        self.call(Method::GET, "/api-faults", None).await
+    }
+
+    /// See [`crate::Control::clear_api_faults`].
+    pub async fn clear_api_faults(&self) -> Result<(), ControlError> {
+        self.call_empty(Method::DELETE, "/api-faults", None).await
     }
 
     /// See [`crate::Control::set_delivery_config`].

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::api_faults::ApiFault;
 use crate::config::{DeliveryConfig, FaultConfig, RateLimitConfig};
 use crate::control::Control;
 use crate::error::ControlError;
@@ -73,6 +74,9 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             .route("/portals/{portalId}/imports", web::post().to(import))
             .route("/faults", web::get().to(get_faults))
             .route("/faults", web::put().to(put_faults))
+            .route("/api-faults", web::get().to(get_api_faults))
+            .route("/api-faults", web::post().to(add_api_fault))
+            .route("/api-faults", web::delete().to(clear_api_faults))
             .route("/delivery", web::get().to(get_delivery))
             .route("/delivery", web::put().to(put_delivery))
             .route("/delivery/pause", web::post().to(pause))
@@ -308,6 +312,19 @@ async fn get_faults(sim: web::Data<Sim>) -> HttpResponse {
 
 async fn put_faults(sim: web::Data<Sim>, bytes: web::Bytes) -> HttpResponse {
     done(body::<FaultConfig>(&bytes).map(|f| control(sim).set_faults(f)))
+}
+
+async fn get_api_faults(sim: web::Data<Sim>) -> HttpResponse {
+    ok(StatusCode::OK, &control(sim).api_faults())
+}
+
+async fn add_api_fault(sim: web::Data<Sim>, bytes: web::Bytes) -> HttpResponse {
+    done(body::<ApiFault>(&bytes).and_then(|f| control(sim).inject_api_fault(f)))
+}
+
+async fn clear_api_faults(sim: web::Data<Sim>) -> HttpResponse {
+    control(sim).clear_api_faults();
+    HttpResponse::NoContent().finish()
 }
 
 async fn get_delivery(sim: web::Data<Sim>) -> HttpResponse {

@@ -1,8 +1,8 @@
 //! The control API, in-process and over HTTP, and its counters.
 
 use leadsync_hubspot_sim::{
-    ControlClient, CreatePortal, FaultConfig, ImportRequest, MergeRequest, RateLimitConfig, Tier,
-    UserEdit,
+    ApiFault, ControlClient, ControlError, CreatePortal, FaultConfig, ImportRequest, MergeRequest,
+    RateLimitConfig, Tier, UserEdit,
 };
 use reqwest::StatusCode;
 use serde_json::json;
@@ -213,4 +213,71 @@ async fn unknown_portals_and_contacts_are_reported() {
         conflict,
         Err(leadsync_hubspot_sim::ControlError::Conflict(_))
     ));
+}
+
+#[tokio::test]
+async fn an_injected_api_fault_fails_the_matching_calls_with_hubspots_error_shape() {
+    // Arrange: the next two batch reads fail with 503, set over HTTP.
+    let t = start().await;
+    let client = ControlClient::new(t.sim.base_url());
+    let id = t.create_contact(json!({ "email": "f@example.com" })).await;
+    client
+        .inject_api_fault(
+            &ApiFault::new(503)
+                .on("POST /crm/v3/objects/contacts/batch/read")
+                .times(2),
+        )
+        .await
+        .expect("fault accepted");
+    let refused = client
+        .inject_api_fault(&ApiFault::new(429).on("POST /crm/v3/objects/contacts/batch/read"))
+        .await;
+    let read = json!({ "inputs": [{ "id": id.to_string() }], "properties": ["email"] });
+
+    // Act
+    let (first, first_headers, first_body) = t
+        .post("/crm/v3/objects/contacts/batch/read", read.clone())
+        .await;
+    let (get, _, _) = t.get(&format!("/crm/v3/objects/contacts/{id}")).await;
+    let left = client.api_faults().await.expect("faults");
+    let (second, _, _) = t
+        .post("/crm/v3/objects/contacts/batch/read", read.clone())
+        .await;
+    let (third, _, third_body) = t
+        .post("/crm/v3/objects/contacts/batch/read", read.clone())
+        .await;
+    client
+        .inject_api_fault(&ApiFault::new(400).for_portal(PORTAL))
+        .await
+        .expect("fault accepted");
+    let (invalid, _, invalid_body) = t.get(&format!("/crm/v3/objects/contacts/{id}")).await;
+    client.clear_api_faults().await.expect("cleared");
+    let (after_clear, _, _) = t.get(&format!("/crm/v3/objects/contacts/{id}")).await;
+    let stats = client.stats().await.expect("stats");
+
+    // Assert
+    assert!(
+        matches!(refused, Err(ControlError::Status { status: 400, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(first, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(first_body["status"], "error");
+    assert_eq!(first_body["category"], "SERVICE_UNAVAILABLE");
+    assert!(first_body["correlationId"].is_string(), "{first_body}");
+    assert!(first_headers.contains_key("x-hubspot-correlation-id"));
+    assert_eq!(get, StatusCode::OK, "other endpoints are served");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].times, Some(1));
+    assert_eq!(second, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(third, StatusCode::OK, "{third_body}");
+    assert_eq!(third_body["results"][0]["id"], id.to_string());
+    assert_eq!(invalid, StatusCode::BAD_REQUEST);
+    assert_eq!(invalid_body["category"], "VALIDATION_ERROR");
+    assert_eq!(after_clear, StatusCode::OK);
+    assert_eq!(stats.api_faults_served, 3);
+    assert_eq!(
+        stats.calls("POST /crm/v3/objects/contacts/batch/read"),
+        3,
+        "failed calls are counted like any other"
+    );
 }
