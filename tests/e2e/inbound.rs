@@ -370,7 +370,6 @@ async fn a_privacy_deletion_erases_the_lead_and_its_tombstone_blocks_re_creation
 }
 
 #[tokio::test]
-#[ignore = "product bug: a privacy deletion after the contact's deletion unlinked its lead erases nothing (see the test)"]
 async fn a_privacy_deletion_after_the_contact_was_deleted_still_erases_the_lead() {
     // Arrange: the contact was deleted first (the lead kept its data,
     // unlinked), as happens when a user deletes it and GDPR-deletes it from

@@ -900,7 +900,8 @@ pub async fn apply_sync(
 }
 
 /// `contact.deletion` in unlink mode: clears the link and the merge base;
-/// the lead stays. `None` when no lead is linked to the contact.
+/// the lead stays, remembering the contact as `unlinked_crm_id` for a later
+/// privacy deletion. `None` when no lead is linked to the contact.
 pub async fn unlink(
     exec: impl PgExecutor<'_>,
     integration_id: Uuid,
@@ -910,7 +911,10 @@ pub async fn unlink(
         exec,
         integration_id,
         crm_id,
-        "crm_id = NULL, crm_sync_status = 'unlinked', synced_values = '{}'",
+        // The contact id is kept aside: a privacy deletion of that contact
+        // may still arrive and must find this lead (see `erase`).
+        "unlinked_crm_id = crm_id, crm_id = NULL, crm_sync_status = 'unlinked', \
+         synced_values = '{}'",
     )
     .await
 }
@@ -969,7 +973,7 @@ pub struct Erasure {
 }
 
 /// `contact.privacyDeletion`: erases the personal fields of the lead linked
-/// to the contact (or live with the address), soft-deletes and unlinks it,
+/// to the contact (or unlinked from it, or live with the address), soft-deletes and unlinks it,
 /// redacts its audit trail, forgets the contact's echo-ledger entries, and
 /// leaves tombstones for the contact id and the address hash that block
 /// re-creation. Idempotent.
@@ -982,7 +986,19 @@ pub async fn erase(
     email: Option<&str>,
 ) -> Result<Erasure, StoreError> {
     let mut lead = match crm_id {
-        Some(c) => by_crm_id(&mut *conn, integration_id, c).await?,
+        Some(c) => match by_crm_id(&mut *conn, integration_id, c).await? {
+            Some(lead) => Some(lead),
+            // Unlinked by an earlier `contact.deletion`.
+            None => {
+                fetch_one(
+                    &mut *conn,
+                    integration_id,
+                    "unlinked_crm_id = $2 ORDER BY updated_at DESC LIMIT 1",
+                    contact_db(c)?,
+                )
+                .await?
+            }
+        },
         None => None,
     };
     if lead.is_none()
