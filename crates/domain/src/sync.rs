@@ -155,6 +155,12 @@ pub fn decide_inbound(
             overridden: None,
         };
     }
+    // HubSpot still holds the value both sides last agreed on: only the
+    // platform changed the field, and its push is on the way. Applying
+    // HubSpot's (older) value here would lose the platform's update.
+    if current.base == Some(incoming_hash) {
+        return FieldDecision::NoChange;
+    }
     let hubspot_wins = match policy.for_field(field) {
         ConflictPolicy::HubspotWins => Ok(()),
         ConflictPolicy::PlatformWins => Err(KeepReason::ConflictPlatformWins),

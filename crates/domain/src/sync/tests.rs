@@ -71,6 +71,29 @@ fn a_later_rep_edit_to_a_platform_created_contact_is_not_lost() {
 }
 
 #[test]
+fn a_platform_change_not_yet_pushed_is_not_undone_by_hubspots_old_value() {
+    // The lead moved from "Kate" to "Kat"; HubSpot still holds "Kate", the
+    // value both sides agreed on, because the push has not happened yet.
+    for policy in [
+        ConflictPolicy::HubspotWins,
+        ConflictPolicy::PlatformWins,
+        ConflictPolicy::LastWriteWins,
+    ] {
+        let d = decide_inbound(
+            F,
+            &incoming("Kate", Some(5)),
+            &current("Kat", Some("Kate"), Some(1)),
+            None,
+            &SyncPolicy {
+                conflict: policy,
+                ..SyncPolicy::default()
+            },
+        );
+        assert_eq!(d, FieldDecision::NoChange, "{policy:?}");
+    }
+}
+
+#[test]
 fn equal_values_change_nothing() {
     let d = decide_inbound(
         F,
@@ -200,7 +223,8 @@ fn any_policy() -> impl Strategy<Value = SyncPolicy> {
 proptest! {
     /// Whatever the policy: our own echo never writes; an equal value never
     /// writes; a change made only in HubSpot (the lead still at the base)
-    /// always writes unless it is an empty value the policy refuses.
+    /// always writes unless it is an empty value the policy refuses; a change
+    /// made only on the platform (HubSpot still at the base) never writes.
     #[test]
     fn invariants(
         base in "[a-c]{0,2}", lead in "[a-c]{0,2}", hub in "[a-c]{0,2}",
@@ -222,6 +246,9 @@ proptest! {
             && !(hub.is_empty() && policy.empty_never_overwrites)
         {
             prop_assert_eq!(&d, &FieldDecision::Apply { value: hub.clone(), overridden: None });
+        }
+        if hub == base && lead != base {
+            prop_assert!(!d.writes(), "the platform's pending change was overwritten: {:?}", d);
         }
         if let FieldDecision::Apply { value, .. } = &d {
             prop_assert_eq!(value, &hub);
