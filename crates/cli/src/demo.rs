@@ -168,6 +168,8 @@ async fn push_and_report(
     })
     .await?
     .is_some();
+    // The simulator counts a call once it has answered it: let the count settle.
+    wait_for(|| async { Ok((writes() > before).then_some(())) }).await?;
     let edit_writes = writes() - before;
     println!(
         "  a platform edit (Alan's job title) reached his contact: {pushed}, with {edit_writes} batch update call(s)"

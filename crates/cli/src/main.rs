@@ -15,6 +15,13 @@ struct Cli {
 enum Command {
     /// Runs the HubSpot simulator and leadsync in one process and shows a sync.
     Demo,
+    /// Repairs what webhooks missed: searches the contacts modified since the
+    /// last run and prints the drift found and repaired.
+    Reconcile {
+        /// Only this integration (its name); all of them by default.
+        #[arg(long)]
+        integration: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -23,5 +30,10 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load().context("loading configuration")?;
     match cli.command {
         Command::Demo => leadsync_cli::demo::run(settings).await.map(drop),
+        Command::Reconcile { integration } => {
+            leadsync_cli::reconcile::run(&settings, integration.as_deref())
+                .await
+                .map(drop)
+        }
     }
 }

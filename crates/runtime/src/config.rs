@@ -66,6 +66,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// The sync worker.
     pub worker: WorkerSettings,
+    /// Reconciliation: repairing what webhooks missed.
+    pub reconcile: ReconcileSettings,
 }
 
 /// `[application]`
@@ -402,6 +404,69 @@ impl WorkerSettings {
     }
 }
 
+/// `[reconcile]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// Whether the worker reconciles periodically (`leadsync reconcile`
+    /// works either way).
+    pub enabled: bool,
+    /// Time between two periodic runs, in seconds.
+    pub interval_secs: u64,
+    /// How far back the first run of an integration looks, in seconds.
+    pub first_lookback_secs: u64,
+    /// Changes younger than this are left to the webhooks, in seconds.
+    pub safety_lag_secs: u64,
+    /// Most results one search may page through (HubSpot: 10,000); a time
+    /// window with more is split.
+    pub search_result_cap: u64,
+}
+
+impl ReconcileSettings {
+    /// The interval as a duration.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs)
+    }
+
+    /// The first run's lookback as a duration.
+    pub fn first_lookback(&self) -> Duration {
+        Duration::from_secs(self.first_lookback_secs)
+    }
+
+    /// The safety lag as a duration.
+    pub fn safety_lag(&self) -> Duration {
+        Duration::from_secs(self.safety_lag_secs)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=7 * 24 * 3600).contains(&self.interval_secs) {
+            return Err(ConfigError::invalid(
+                "reconcile.interval_secs",
+                "must be between 1 and 604800 (7 days)",
+            ));
+        }
+        if !(1..=365 * 24 * 3600).contains(&self.first_lookback_secs) {
+            return Err(ConfigError::invalid(
+                "reconcile.first_lookback_secs",
+                "must be between 1 and 31536000 (365 days)",
+            ));
+        }
+        if self.safety_lag_secs > 24 * 3600 {
+            return Err(ConfigError::invalid(
+                "reconcile.safety_lag_secs",
+                "must be at most 86400 (1 day)",
+            ));
+        }
+        if !(1..=10_000).contains(&self.search_result_cap) {
+            return Err(ConfigError::invalid(
+                "reconcile.search_result_cap",
+                "must be between 1 and 10000 (HubSpot pages through at most 10,000 results)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -573,7 +638,8 @@ impl Settings {
                 "must be between 0.0 and 1.0",
             ));
         }
-        self.worker.validate()
+        self.worker.validate()?;
+        self.reconcile.validate()
     }
 }
 
@@ -675,6 +741,25 @@ mod tests {
         assert_eq!(e.key(), "worker.relay_poll_interval_ms");
         let e = Settings::from_toml("[hubspot]\nsource_system_value = \" \"").unwrap_err();
         assert_eq!(e.key(), "hubspot.source_system_value");
+    }
+
+    #[test]
+    fn reconcile_defaults_are_valid_and_errors_name_the_key() {
+        let s = Settings::from_toml("").unwrap();
+        let r = &s.reconcile;
+        assert!(r.enabled);
+        assert_eq!(r.interval(), Duration::from_secs(900));
+        assert_eq!(r.first_lookback(), Duration::from_secs(86_400));
+        assert_eq!(r.safety_lag(), Duration::from_secs(300));
+        assert_eq!(r.search_result_cap, 10_000);
+        let e = Settings::from_toml("[reconcile]\ninterval_secs = 0").unwrap_err();
+        assert_eq!(e.key(), "reconcile.interval_secs");
+        let e = Settings::from_toml("[reconcile]\nsearch_result_cap = 10001").unwrap_err();
+        assert_eq!(e.key(), "reconcile.search_result_cap");
+        let e = Settings::from_toml("[reconcile]\nfirst_lookback_secs = 0").unwrap_err();
+        assert_eq!(e.key(), "reconcile.first_lookback_secs");
+        let e = Settings::from_toml("[reconcile]\nsafety_lag_secs = 90000").unwrap_err();
+        assert_eq!(e.key(), "reconcile.safety_lag_secs");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! contacts) and reconciliation (repairing what webhooks missed).
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::{Connection as _, PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -106,4 +106,103 @@ pub async fn complete(
     .execute(exec)
     .await?;
     Ok(())
+}
+
+/// The right to run one kind of run for one integration, held by at most
+/// one process of the fleet at a time: a Postgres session-level advisory
+/// lock, on a connection of its own taken out of the pool.
+///
+/// [`RunLock::release`] unlocks and closes that connection. A lock dropped
+/// without it (a cancelled run, a panic) closes its connection all the same,
+/// and Postgres releases the lock with the session; a process that dies
+/// loses it when its connection does.
+#[derive(Debug)]
+pub struct RunLock {
+    conn: PgConnection,
+    name: String,
+}
+
+impl RunLock {
+    /// Takes the lock of `kind` runs of `integration_id` if no other session
+    /// holds it; `None` if one does.
+    pub async fn try_acquire(
+        pool: &PgPool,
+        integration_id: Uuid,
+        kind: CursorKind,
+    ) -> Result<Option<Self>, StoreError> {
+        // Detached: a session lock must never go back to the pool with the
+        // connection, where the next borrower would inherit it.
+        let mut conn = pool.acquire().await?.detach();
+        let name = format!("leadsync:{}:{integration_id}", kind.as_str());
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(&name)
+                .fetch_one(&mut conn)
+                .await?;
+        if locked {
+            Ok(Some(Self { conn, name }))
+        } else {
+            conn.close().await?;
+            Ok(None)
+        }
+    }
+
+    /// Releases the lock and closes its connection.
+    pub async fn release(mut self) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            .bind(&self.name)
+            .execute(&mut self.conn)
+            .await?;
+        self.conn.close().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::testing::TestDb;
+
+    #[tokio::test]
+    async fn a_run_lock_is_held_by_one_session_and_freed_by_release_or_drop() {
+        // Arrange
+        let db = TestDb::create()
+            .await
+            .expect("Postgres runs at 127.0.0.1:5432");
+        let pool = db.store.pool();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let kind = CursorKind::Reconciliation;
+
+        // Act
+        let first = RunLock::try_acquire(pool, a, kind).await.unwrap();
+        let second = RunLock::try_acquire(pool, a, kind).await.unwrap();
+        let other_integration = RunLock::try_acquire(pool, b, kind).await.unwrap();
+        let other_kind = RunLock::try_acquire(pool, a, CursorKind::Backfill)
+            .await
+            .unwrap();
+
+        // Assert: one holder per (integration, kind).
+        assert!(first.is_some());
+        assert!(second.is_none());
+        assert!(other_integration.is_some() && other_kind.is_some());
+        first.expect("held").release().await.unwrap();
+        let again = RunLock::try_acquire(pool, a, kind).await.unwrap();
+        assert!(again.is_some(), "released");
+        // A lock dropped without release (a cancelled run) is freed too,
+        // once Postgres sees its connection close.
+        drop(again);
+        let started = Instant::now();
+        let mut freed = None;
+        while freed.is_none() && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            freed = RunLock::try_acquire(pool, a, kind).await.unwrap();
+        }
+        assert!(freed.is_some(), "dropped lock freed");
+        for lock in [freed, other_integration, other_kind].into_iter().flatten() {
+            lock.release().await.unwrap();
+        }
+        db.cleanup().await.unwrap();
+    }
 }

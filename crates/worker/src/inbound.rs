@@ -335,7 +335,11 @@ pub async fn process_batch(
 
 /// The integration's mapping: the default one, with the property names its
 /// settings override.
-fn mapping_for(settings: &IntegrationSettings) -> Result<FieldMapping, MappingError> {
+///
+/// # Errors
+/// [`MappingError`] when the overrides make it invalid (e.g. two fields on
+/// one property).
+pub fn mapping_for(settings: &IntegrationSettings) -> Result<FieldMapping, MappingError> {
     if settings.field_mapping.is_empty() {
         return Ok(FieldMapping::default());
     }
@@ -497,62 +501,16 @@ async fn apply_integration(
         .filter(|c| !erased.contains(&c.id))
         .map(|c| (c.id, c))
         .collect();
-    let found: Vec<ContactId> = contacts.keys().copied().collect();
-    let properties = w.mapping.properties();
-    let ledger = ledger::get(&mut *conn, integration.portal_id, &found, &properties).await?;
-    let mut linked: HashMap<ContactId, Lead> = leads::by_crm_ids_for_update(&mut *conn, id, &found)
-        .await?
-        .into_iter()
-        .filter_map(|l| l.crm_id.map(|c| (c, l)))
-        .collect();
-    let policy = SyncPolicy {
-        conflict: integration.settings.conflict_policy,
-        per_field: integration.settings.field_policies.clone(),
-        empty_never_overwrites: integration.settings.empty_never_overwrites,
-    };
-    let ctx = SyncCtx {
-        integration: id,
-        mapping: &w.mapping,
-        policy: &policy,
-        ledger: &ledger,
-    };
-
-    for (contact_id, contact) in &contacts {
-        let signal = signals.get(contact_id);
-        let key = signal.and_then(|s| s.last_key.as_deref());
-        let restore = signal.is_some_and(|s| s.restore);
-        match linked.remove(contact_id) {
-            Some(lead) if lead.deleted_at.is_some() => {
-                if !restore {
-                    out.skip_audited("lead_deleted", id, Some(lead.id), *contact_id, key);
-                    continue;
-                }
-                match restore_lead(&mut *conn, id, *contact_id).await? {
-                    Some(lead) => {
-                        out.report.restored += 1;
-                        out.audit.push(audit_entry(
-                            id,
-                            Some(lead.id),
-                            *contact_id,
-                            key,
-                            AuditAction::Restored,
-                            None,
-                        ));
-                        sync_lead(&mut *conn, &ctx, &lead, contact, key, out).await?;
-                    }
-                    None => {
-                        out.skip_audited("duplicate_email", id, Some(lead.id), *contact_id, key);
-                    }
-                }
-            }
-            Some(lead) => {
-                sync_lead(&mut *conn, &ctx, &lead, contact, key, out).await?;
-            }
-            None => {
-                create_or_link(&mut *conn, &ctx, contact, key, out).await?;
-            }
-        }
-    }
+    apply_read(
+        &mut *conn,
+        integration,
+        &w.mapping,
+        &contacts,
+        &signals,
+        None,
+        out,
+    )
+    .await?;
 
     // Contacts gone from HubSpot (deleted meanwhile, or the event said so).
     let gone: BTreeSet<ContactId> = read
@@ -599,6 +557,206 @@ async fn apply_integration(
     Ok(())
 }
 
+/// Decides and writes contacts already read from HubSpot against their
+/// leads (linked ones locked): the per-field path shared by webhook batches
+/// and scans. Returns what happened to each contact.
+async fn apply_read(
+    conn: &mut PgConnection,
+    integration: &Integration,
+    mapping: &FieldMapping,
+    contacts: &BTreeMap<ContactId, &Contact>,
+    signals: &BTreeMap<ContactId, ContactSignals>,
+    scan: Option<ScanOrigin<'_>>,
+    out: &mut Tally<'_>,
+) -> Result<BTreeMap<ContactId, ContactOutcome>, InboundError> {
+    let id = integration.id;
+    let found: Vec<ContactId> = contacts.keys().copied().collect();
+    let properties = mapping.properties();
+    let ledger = ledger::get(&mut *conn, integration.portal_id, &found, &properties).await?;
+    let mut linked: HashMap<ContactId, Lead> = leads::by_crm_ids_for_update(&mut *conn, id, &found)
+        .await?
+        .into_iter()
+        .filter_map(|l| l.crm_id.map(|c| (c, l)))
+        .collect();
+    let policy = SyncPolicy {
+        conflict: integration.settings.conflict_policy,
+        per_field: integration.settings.field_policies.clone(),
+        empty_never_overwrites: integration.settings.empty_never_overwrites,
+    };
+    let ctx = SyncCtx {
+        integration: id,
+        mapping,
+        policy: &policy,
+        ledger: &ledger,
+        scan,
+    };
+
+    let mut outcomes = BTreeMap::new();
+    for (contact_id, contact) in contacts {
+        let signal = signals.get(contact_id);
+        let key = scan
+            .map(|s| s.key)
+            .or_else(|| signal.and_then(|s| s.last_key.as_deref()));
+        let restore = signal.is_some_and(|s| s.restore);
+        let outcome = match linked.remove(contact_id) {
+            Some(lead) if lead.deleted_at.is_some() => {
+                if !restore {
+                    out.skip_audited("lead_deleted", id, Some(lead.id), *contact_id, key);
+                    outcomes.insert(*contact_id, ContactOutcome::Skipped("lead_deleted"));
+                    continue;
+                }
+                match restore_lead(&mut *conn, id, *contact_id).await? {
+                    Some(lead) => {
+                        out.report.restored += 1;
+                        out.audit.push(audit_entry(
+                            id,
+                            Some(lead.id),
+                            *contact_id,
+                            key,
+                            AuditAction::Restored,
+                            None,
+                        ));
+                        sync_lead(&mut *conn, &ctx, &lead, contact, key, out).await?;
+                        ContactOutcome::Restored
+                    }
+                    None => {
+                        out.skip_audited("duplicate_email", id, Some(lead.id), *contact_id, key);
+                        ContactOutcome::Skipped("duplicate_email")
+                    }
+                }
+            }
+            // A scan read the contact before a concurrent batch applied a
+            // later state of it: writing the older one would undo that.
+            Some(lead)
+                if scan.is_some()
+                    && matches!(
+                        (contact.updated_at, lead.last_modified_in_crm),
+                        (Some(read), Some(applied)) if read < applied
+                    ) =>
+            {
+                ContactOutcome::Superseded
+            }
+            Some(lead) => sync_lead(&mut *conn, &ctx, &lead, contact, key, out).await?,
+            None => create_or_link(&mut *conn, &ctx, contact, key, out).await?,
+        };
+        outcomes.insert(*contact_id, outcome);
+    }
+    Ok(outcomes)
+}
+
+/// Where contacts applied without an event of their own come from (a
+/// reconciliation or backfill run): the audit trail names the run instead
+/// of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanOrigin<'a> {
+    /// The `reason` of audit entries that have no more specific one (a
+    /// created or updated lead), e.g. `reconciliation`.
+    pub reason: &'a str,
+    /// The `event_key` of every audit entry, naming the run, e.g.
+    /// `reconciliation:{run id}`.
+    pub key: &'a str,
+}
+
+/// What applying one contact did to its lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactOutcome {
+    /// A lead was created from the contact.
+    Created,
+    /// A lead with the contact's address was linked to it (and its fields
+    /// merged).
+    Linked,
+    /// At least one of HubSpot's values was written to the lead.
+    Updated,
+    /// A soft-deleted lead was restored with its contact (events only).
+    Restored,
+    /// The lead kept values HubSpot's differ from, for this reason (audited
+    /// as `conflict`): `conflict_platform_wins`, `conflict_platform_newer`,
+    /// `empty_never_overwrites`.
+    Kept(&'static str),
+    /// The only differences were leadsync's own writes coming back.
+    Echo,
+    /// Both sides already held the same values.
+    Unchanged,
+    /// The lead already reflects a later state of the contact than the one
+    /// read (scans only).
+    Superseded,
+    /// Nothing could be written, for this reason (audited as `skipped`):
+    /// `lead_deleted`, `duplicate_email`, `email_linked_elsewhere`, `tombstoned`.
+    Skipped(&'static str),
+}
+
+impl ContactOutcome {
+    /// Whether HubSpot's state of the contact was missing from the platform:
+    /// the lead was created, linked or updated from it, or could not be.
+    pub fn is_drift(self) -> bool {
+        !matches!(self, Self::Echo | Self::Unchanged | Self::Superseded)
+    }
+
+    /// Whether the lead now holds HubSpot's state.
+    pub fn is_repair(self) -> bool {
+        matches!(
+            self,
+            Self::Created | Self::Linked | Self::Updated | Self::Restored
+        )
+    }
+}
+
+/// What [`apply_contacts`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedContacts {
+    /// Per contact, its outcome.
+    pub outcomes: BTreeMap<ContactId, ContactOutcome>,
+    /// The totals, counted as for a webhook batch.
+    pub report: BatchReport,
+}
+
+/// Applies contacts already read from HubSpot (with the integration's
+/// mapped properties and their history, as [`Client::batch_read`] returns
+/// them) to the integration's leads, through the same per-field decisions as
+/// webhook events: echo ledger, no-op, conflict policy, create or link by
+/// address. Writes the leads, their audit entries and the integration's
+/// counters on `conn`, which the caller commits; the transaction is marked
+/// inbound so these writes stay out of the outbox.
+///
+/// Unlike events, unchanged contacts and echoes are neither audited nor
+/// counted as skips (a scan sees mostly those), and a contact read before a
+/// concurrent batch applied a later state of it is left alone.
+///
+/// # Errors
+/// [`InboundError::Store`] when the database fails; roll back then.
+pub async fn apply_contacts(
+    conn: &mut PgConnection,
+    integration: &Integration,
+    mapping: &FieldMapping,
+    contacts: &[Contact],
+    origin: ScanOrigin<'_>,
+) -> Result<AppliedContacts, InboundError> {
+    leadsync_store::mark_inbound(&mut *conn).await?;
+    let mut report = BatchReport::default();
+    let mut delta = StatsDelta::new();
+    let mut entries = Vec::new();
+    let by_id: BTreeMap<ContactId, &Contact> = contacts.iter().map(|c| (c.id, c)).collect();
+    let mut out = Tally {
+        report: &mut report,
+        delta: &mut delta,
+        audit: &mut entries,
+    };
+    let outcomes = apply_read(
+        &mut *conn,
+        integration,
+        mapping,
+        &by_id,
+        &BTreeMap::new(),
+        Some(origin),
+        &mut out,
+    )
+    .await?;
+    audit::record_many(&mut *conn, &entries).await?;
+    // Not timed: the processing-time average is the webhook batches'.
+    stats::increment(&mut *conn, integration.id, &delta).await?;
+    Ok(AppliedContacts { outcomes, report })
+}
+
 /// Restores a soft-deleted lead in a savepoint: a live lead that took its
 /// address meanwhile must not abort the batch. `None` then.
 async fn restore_lead(
@@ -626,6 +784,15 @@ struct SyncCtx<'a> {
     mapping: &'a FieldMapping,
     policy: &'a SyncPolicy,
     ledger: &'a HashMap<(ContactId, String), LedgerEntry>,
+    /// Set when the contacts come from a scan, not from events.
+    scan: Option<ScanOrigin<'a>>,
+}
+
+impl SyncCtx<'_> {
+    /// The reason of an audit entry that has no specific one.
+    fn default_reason(&self) -> Option<&str> {
+        self.scan.map(|s| s.reason)
+    }
 }
 
 /// HubSpot's side of every mapped property the contact came back with.
@@ -671,7 +838,7 @@ async fn sync_lead(
     contact: &Contact,
     key: Option<&str>,
     out: &mut Tally<'_>,
-) -> Result<(), InboundError> {
+) -> Result<ContactOutcome, InboundError> {
     let mut values = FieldValues::new();
     let mut synced: BTreeMap<LeadField, ValueHash> = BTreeMap::new();
     let mut applied: BTreeMap<String, FieldChange> = BTreeMap::new();
@@ -764,7 +931,7 @@ async fn sync_lead(
                     contact.id,
                     key,
                 );
-                return Ok(());
+                return Ok(ContactOutcome::Skipped("duplicate_email"));
             }
             Err(err) => return Err(err.into()),
         }
@@ -777,7 +944,7 @@ async fn sync_lead(
         let (action, reason) = if overridden {
             (AuditAction::Conflict, Some("conflict_hubspot_wins"))
         } else {
-            (AuditAction::Updated, None)
+            (AuditAction::Updated, ctx.default_reason())
         };
         let mut entry = audit_entry(
             ctx.integration,
@@ -798,6 +965,15 @@ async fn sync_lead(
             .insert(field, change);
     }
     let unchanged = !applied_any && by_reason.is_empty();
+    let outcome = if applied_any {
+        ContactOutcome::Updated
+    } else if let Some(reason) = by_reason.keys().next() {
+        ContactOutcome::Kept(reason)
+    } else if !echoed.is_empty() {
+        ContactOutcome::Echo
+    } else {
+        ContactOutcome::Unchanged
+    };
     for (reason, changes) in by_reason {
         out.skip(reason);
         let mut entry = audit_entry(
@@ -811,7 +987,10 @@ async fn sync_lead(
         entry.changes = changes;
         out.audit.push(entry);
     }
-    if !echoed.is_empty() {
+    if ctx.scan.is_some() {
+        // A scan meets mostly unchanged contacts: counted by the caller,
+        // not audited one by one.
+    } else if !echoed.is_empty() {
         out.skip("echo");
         let mut entry = audit_entry(
             ctx.integration,
@@ -826,7 +1005,7 @@ async fn sync_lead(
     } else if unchanged {
         out.skip_audited("no_change", ctx.integration, Some(lead.id), contact.id, key);
     }
-    Ok(())
+    Ok(outcome)
 }
 
 /// A contact no lead is linked to: create the lead, or link the live lead
@@ -837,7 +1016,7 @@ async fn create_or_link(
     contact: &Contact,
     key: Option<&str>,
     out: &mut Tally<'_>,
-) -> Result<(), InboundError> {
+) -> Result<ContactOutcome, InboundError> {
     let mut fields = LeadFields::default();
     let mut synced = BTreeMap::new();
     let mut changes = BTreeMap::new();
@@ -863,7 +1042,7 @@ async fn create_or_link(
         last_modified_in_crm: contact.updated_at,
     };
     let outcome = leads::insert_or_link(&mut *conn, ctx.integration, &inbound).await?;
-    match outcome {
+    let done = match outcome {
         LinkOutcome::Created(lead) => {
             out.report.created += 1;
             out.delta.add(stats::FROM_HUBSPOT_SUCCESS, 1);
@@ -873,10 +1052,11 @@ async fn create_or_link(
                 contact.id,
                 key,
                 AuditAction::Created,
-                None,
+                ctx.default_reason(),
             );
             entry.changes = changes;
             out.audit.push(entry);
+            ContactOutcome::Created
         }
         LinkOutcome::Linked(lead) => {
             out.report.linked += 1;
@@ -890,10 +1070,9 @@ async fn create_or_link(
             ));
             // Linking left the lead's fields untouched; now merge them.
             sync_lead(conn, ctx, &lead, contact, key, out).await?;
+            ContactOutcome::Linked
         }
-        LinkOutcome::AlreadyLinked(lead) => {
-            sync_lead(conn, ctx, &lead, contact, key, out).await?;
-        }
+        LinkOutcome::AlreadyLinked(lead) => sync_lead(conn, ctx, &lead, contact, key, out).await?,
         LinkOutcome::EmailLinkedElsewhere(lead) => {
             out.skip_audited(
                 "email_linked_elsewhere",
@@ -902,12 +1081,14 @@ async fn create_or_link(
                 contact.id,
                 key,
             );
+            ContactOutcome::Skipped("email_linked_elsewhere")
         }
         LinkOutcome::Tombstoned => {
             out.skip_audited("tombstoned", ctx.integration, None, contact.id, key);
+            ContactOutcome::Skipped("tombstoned")
         }
-    }
-    Ok(())
+    };
+    Ok(done)
 }
 
 fn keep_reason(reason: KeepReason) -> &'static str {

@@ -12,6 +12,10 @@
 //! platform lead changes from the Postgres outbox to a second queue, whose
 //! consumer hands them to the [`push_batcher`]; [`process_push_batch`]
 //! writes them to HubSpot with batch upserts and updates.
+//!
+//! Periodically (and through `leadsync reconcile`), [`reconcile`] searches
+//! the contacts modified since its cursor and applies what the webhooks
+//! missed through the same decisions ([`apply_contacts`]).
 
 pub mod batcher;
 pub mod contact_event;
@@ -21,6 +25,7 @@ pub mod inbound;
 pub mod metrics;
 pub mod outbound;
 pub mod push_batcher;
+pub mod reconcile;
 pub mod relay;
 pub mod runner;
 pub mod startup;
@@ -29,10 +34,14 @@ pub mod tokens;
 pub use batcher::{BatchError, Batcher, BatcherConfig, JobOutcome};
 pub use contact_event::{ContactEvent, ContactEventKind, ParseError};
 pub use error::StartupError;
-pub use inbound::{BatchReport, InboundDeps, InboundError, process_batch};
+pub use inbound::{
+    AppliedContacts, BatchReport, ContactOutcome, InboundDeps, InboundError, ScanOrigin,
+    apply_contacts, process_batch,
+};
 pub use metrics::WorkerMetrics;
 pub use outbound::{OutboundDeps, OutboundError, PushReport, process_push_batch};
 pub use push_batcher::{PushBatchError, PushBatcher, PushBatcherConfig};
+pub use reconcile::{ReconcileConfig, ReconcileDeps, ReconcileError, ReconcileReport};
 pub use relay::{Relay, RelayConfig, RelayError, RelayReport};
 pub use startup::{Application, StopHandle};
 pub use tokens::{Credentials, PgTokenStore};

@@ -7,6 +7,7 @@ use prometheus::{
 
 use crate::inbound::BatchReport;
 use crate::outbound::PushReport;
+use crate::reconcile::PageTally;
 
 /// Batch sizes, in jobs or contacts.
 const SIZE_BUCKETS: &[f64] = &[
@@ -91,6 +92,14 @@ pub struct WorkerMetrics {
     pub push_batch_seconds: Histogram,
     /// From a lead change committing to its push committing.
     pub push_lag_seconds: Histogram,
+    /// Reconciliation runs by outcome (`completed`, `failed`, `busy`).
+    pub reconcile_runs: IntCounterVec,
+    /// Contacts reconciliation compared with their lead.
+    pub reconcile_scanned: IntCounter,
+    /// Contacts whose HubSpot state the platform had missed (drift found).
+    pub reconcile_drift_found: IntCounter,
+    /// Of which reconciliation wrote to the platform (drift repaired).
+    pub reconcile_drift_repaired: IntCounter,
 }
 
 impl WorkerMetrics {
@@ -254,6 +263,23 @@ impl WorkerMetrics {
             "From a lead change committing to its push committing",
             LAG_BUCKETS,
         )?;
+        let reconcile_runs = counter_vec(
+            "leadsync_worker_reconcile_runs_total",
+            "Reconciliation runs of an integration, by outcome",
+            "outcome",
+        )?;
+        let reconcile_scanned = counter(
+            "leadsync_worker_reconcile_scanned_total",
+            "Contacts reconciliation compared with their lead",
+        )?;
+        let reconcile_drift_found = counter(
+            "leadsync_worker_reconcile_drift_found_total",
+            "Contacts whose HubSpot state the platform had missed, found by reconciliation",
+        )?;
+        let reconcile_drift_repaired = counter(
+            "leadsync_worker_reconcile_drift_repaired_total",
+            "Drifted contacts reconciliation wrote to the platform",
+        )?;
         Ok(Self {
             registry,
             processed,
@@ -287,7 +313,18 @@ impl WorkerMetrics {
             push_batch_leads,
             push_batch_seconds,
             push_lag_seconds,
+            reconcile_runs,
+            reconcile_scanned,
+            reconcile_drift_found,
+            reconcile_drift_repaired,
         })
+    }
+
+    /// Counts what a committed reconciliation page found and repaired.
+    pub fn record_reconcile_page(&self, page: &PageTally) {
+        self.reconcile_scanned.inc_by(page.scanned as u64);
+        self.reconcile_drift_found.inc_by(page.drifted as u64);
+        self.reconcile_drift_repaired.inc_by(page.repaired as u64);
     }
 
     /// Counts what a committed outbound batch did.

@@ -22,6 +22,7 @@ use crate::inbound::InboundDeps;
 use crate::metrics::WorkerMetrics;
 use crate::outbound::OutboundDeps;
 use crate::push_batcher::{PushBatcher, PushBatcherConfig};
+use crate::reconcile::{self, ReconcileConfig, ReconcileDeps};
 use crate::relay::{self, Relay, RelayConfig};
 use crate::runner::{self, Consumer, ConsumerJobs, ConsumerStatus, QueueGauges};
 use crate::tokens::{Credentials, PgTokenStore};
@@ -47,6 +48,7 @@ pub struct Application {
     settings: Settings,
     shutdown: CancellationToken,
     outbound: Outbound,
+    reconcile: ReconcileDeps,
 }
 
 /// The platform → HubSpot half: the outbox relay, the consumer of the
@@ -81,69 +83,9 @@ impl Application {
             .await
             .map_err(|e| StartupError::Redis(e.into()))?;
 
+        let (client, credentials) =
+            hubspot_client(settings, &store, conn.clone(), cipher, &metrics).await?;
         let hubspot = &settings.hubspot;
-        let limiter = RateLimiter::new(
-            conn.clone(),
-            LimiterConfig {
-                key_prefix: settings.redis.key_prefix.clone(),
-                default_quota: PortalQuota::new(
-                    hubspot.rate_limit_max,
-                    hubspot.rate_limit_window(),
-                ),
-                ..LimiterConfig::default()
-            },
-        )
-        .with_metrics(metrics.hubspot.clone());
-        let oauth = OAuthTokens::new(
-            conn.clone(),
-            Arc::new(PgTokenStore::new(store.clone(), cipher.clone())),
-            OAuthTokensConfig {
-                key_prefix: settings.redis.key_prefix.clone(),
-                ..OAuthTokensConfig::default()
-            },
-        )
-        .with_metrics(metrics.hubspot.clone());
-        let base_url = hubspot
-            .api_base_url
-            .parse()
-            .map_err(|e| ConfigError::invalid("hubspot.api_base_url", format!("not a URL: {e}")))?;
-        let mut client_config = ClientConfig::new(base_url);
-        client_config.oauth_app = match (hubspot.client_id.as_str(), hubspot.oauth_client_secret())
-        {
-            ("", _) | (_, None) => None,
-            (client_id, Some(secret)) => Some(OAuthApp {
-                client_id: client_id.to_owned(),
-                client_secret: secret.clone(),
-            }),
-        };
-        let oauth_configured = client_config.oauth_app.is_some();
-        let client = Client::builder(client_config)
-            .limiter(limiter)
-            .oauth_tokens(oauth.clone())
-            .metrics(metrics.hubspot.clone())
-            .build()
-            .map_err(StartupError::HubSpot)?;
-
-        let credentials = Arc::new(Credentials::new(
-            store.clone(),
-            cipher,
-            client.clone(),
-            Some(oauth),
-        ));
-        let report = credentials.reload().await?;
-        if report.oauth > 0 && !oauth_configured {
-            tracing::error!(
-                "configuration keys `hubspot.client_id` and `hubspot.client_secrets` are needed: {} integration(s) use OAuth, and their tokens cannot be refreshed",
-                report.oauth
-            );
-        }
-        tracing::info!(
-            credentials.private_app = report.private_app,
-            credentials.oauth = report.oauth,
-            credentials.unusable = report.unusable,
-            "Registered HubSpot credentials of {} integration(s)",
-            report.private_app + report.oauth
-        );
 
         let shutdown = CancellationToken::new();
         let outbound_deps = OutboundDeps {
@@ -151,6 +93,12 @@ impl Application {
             hubspot: client.clone(),
             source_system: hubspot.source_system_value.clone(),
             credentials: Some(Arc::clone(&credentials)),
+        };
+        let reconcile = ReconcileDeps {
+            store: store.clone(),
+            hubspot: client.clone(),
+            config: ReconcileConfig::from_settings(&settings.reconcile),
+            metrics: Some(metrics.clone()),
         };
         let deps = InboundDeps {
             store: store.clone(),
@@ -231,6 +179,7 @@ impl Application {
             settings: settings.clone(),
             shutdown,
             outbound,
+            reconcile,
         })
     }
 
@@ -283,10 +232,19 @@ impl Application {
             settings,
             shutdown,
             outbound,
+            reconcile,
             ..
         } = self;
         let server_handle: ServerHandle = server.handle();
         let server_task = tokio::spawn(server);
+        // One replica at a time reconciles an account (an advisory lock).
+        let reconciling = settings.reconcile.enabled.then(|| {
+            tokio::spawn(reconcile::run_periodically(
+                reconcile,
+                Some(Arc::clone(&credentials)),
+                shutdown.child_token(),
+            ))
+        });
         let refresher = tokio::spawn(credentials.refresh_periodically(
             settings.worker.credentials_refresh(),
             shutdown.child_token(),
@@ -344,6 +302,9 @@ impl Application {
         );
         if inbound_done.is_err() || outbound_done.is_err() {
             tracing::warn!("A batcher did not finish in time");
+        }
+        if let Some(reconciling) = reconciling {
+            let _ = reconciling.await;
         }
         let _ = relaying.await;
         let _ = push_maintaining.await;
@@ -405,6 +366,78 @@ impl Outbound {
             janitor,
         })
     }
+}
+
+/// The HubSpot side of a worker process: the client, behind the fleet-wide
+/// rate limiter and the OAuth token cache in Redis, with every integration's
+/// credentials registered on it (and kept by the returned [`Credentials`]).
+pub(crate) async fn hubspot_client(
+    settings: &Settings,
+    store: &Store,
+    conn: redis::aio::ConnectionManager,
+    cipher: TokenCipher,
+    metrics: &WorkerMetrics,
+) -> Result<(Client, Arc<Credentials>), StartupError> {
+    let hubspot = &settings.hubspot;
+    let limiter = RateLimiter::new(
+        conn.clone(),
+        LimiterConfig {
+            key_prefix: settings.redis.key_prefix.clone(),
+            default_quota: PortalQuota::new(hubspot.rate_limit_max, hubspot.rate_limit_window()),
+            ..LimiterConfig::default()
+        },
+    )
+    .with_metrics(metrics.hubspot.clone());
+    let oauth = OAuthTokens::new(
+        conn.clone(),
+        Arc::new(PgTokenStore::new(store.clone(), cipher.clone())),
+        OAuthTokensConfig {
+            key_prefix: settings.redis.key_prefix.clone(),
+            ..OAuthTokensConfig::default()
+        },
+    )
+    .with_metrics(metrics.hubspot.clone());
+    let base_url = hubspot
+        .api_base_url
+        .parse()
+        .map_err(|e| ConfigError::invalid("hubspot.api_base_url", format!("not a URL: {e}")))?;
+    let mut client_config = ClientConfig::new(base_url);
+    client_config.oauth_app = match (hubspot.client_id.as_str(), hubspot.oauth_client_secret()) {
+        ("", _) | (_, None) => None,
+        (client_id, Some(secret)) => Some(OAuthApp {
+            client_id: client_id.to_owned(),
+            client_secret: secret.clone(),
+        }),
+    };
+    let oauth_configured = client_config.oauth_app.is_some();
+    let client = Client::builder(client_config)
+        .limiter(limiter)
+        .oauth_tokens(oauth.clone())
+        .metrics(metrics.hubspot.clone())
+        .build()
+        .map_err(StartupError::HubSpot)?;
+
+    let credentials = Arc::new(Credentials::new(
+        store.clone(),
+        cipher,
+        client.clone(),
+        Some(oauth),
+    ));
+    let report = credentials.reload().await?;
+    if report.oauth > 0 && !oauth_configured {
+        tracing::error!(
+            "configuration keys `hubspot.client_id` and `hubspot.client_secrets` are needed: {} integration(s) use OAuth, and their tokens cannot be refreshed",
+            report.oauth
+        );
+    }
+    tracing::info!(
+        credentials.private_app = report.private_app,
+        credentials.oauth = report.oauth,
+        credentials.unusable = report.unusable,
+        "Registered HubSpot credentials of {} integration(s)",
+        report.private_app + report.oauth
+    );
+    Ok((client, credentials))
 }
 
 /// Stops a running [`Application`].

@@ -1,6 +1,7 @@
 //! The worker's runtime against real Redis, Postgres and the simulator over
 //! HTTP: the batcher, the queue consumer, credentials, a crash, and the
-//! platform → HubSpot direction (outbox relay, push batches).
+//! platform → HubSpot direction (outbox relay, push batches), and
+//! reconciliation.
 
 mod batcher;
 mod consumer;
@@ -8,4 +9,5 @@ mod crash;
 mod helpers;
 mod oauth;
 mod outbound;
+mod reconcile;
 mod relay;
