@@ -29,7 +29,8 @@ use crate::stats::{Percentiles, ms, rate};
 
 const SECRET: &str = "bench-client-secret";
 const PUBLIC_BASE: &str = "https://hooks.leadsync.bench";
-const PATH: &str = "/webhooks/hubspot";
+/// The ingester's webhook path.
+pub const PATH: &str = "/webhooks/hubspot";
 
 /// Flags of `leadsync-bench ingest`.
 #[derive(Debug, clap::Args)]
@@ -362,7 +363,8 @@ fn inbound_events(first_id: u64, n: usize) -> Vec<InboundEvent> {
         .collect()
 }
 
-fn now_ms() -> i64 {
+/// Wall-clock time in epoch milliseconds.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -375,28 +377,37 @@ fn signed_requests(
     count: usize,
     per_request: usize,
 ) -> Arc<Vec<Bytes>> {
-    let host = addr.to_string();
     let ts = now_ms().to_string();
-    let uri = format!("{PUBLIC_BASE}{PATH}");
     let requests = (0..count)
         .map(|i| {
             let body = batch_json(first_id + (i * per_request) as u64, per_request);
-            let headers = [
-                (
-                    HEADER_SIGNATURE,
-                    signature::sign_v1(SECRET, body.as_bytes()),
-                ),
-                (HEADER_SIGNATURE_VERSION, "v1".to_owned()),
-                (
-                    HEADER_SIGNATURE_V3,
-                    signature::sign_v3(SECRET, "POST", &uri, body.as_bytes(), &ts),
-                ),
-                (HEADER_REQUEST_TIMESTAMP, ts.clone()),
-            ];
-            loadgen::build_request(&host, PATH, &headers, body.as_bytes())
+            signed_post(addr, PUBLIC_BASE, SECRET, body.as_bytes(), &ts)
         })
         .collect();
     Arc::new(requests)
+}
+
+/// A webhook POST of `body` to the ingester at `addr`, signed as HubSpot
+/// signs it (v1 and v3) with `secret`, for an ingester whose
+/// `public_base_url` is `public_base`; `timestamp` in epoch milliseconds.
+pub fn signed_post(
+    addr: SocketAddr,
+    public_base: &str,
+    secret: &str,
+    body: &[u8],
+    timestamp: &str,
+) -> Bytes {
+    let uri = format!("{public_base}{PATH}");
+    let headers = [
+        (HEADER_SIGNATURE, signature::sign_v1(secret, body)),
+        (HEADER_SIGNATURE_VERSION, "v1".to_owned()),
+        (
+            HEADER_SIGNATURE_V3,
+            signature::sign_v3(secret, "POST", &uri, body, timestamp),
+        ),
+        (HEADER_REQUEST_TIMESTAMP, timestamp.to_owned()),
+    ];
+    loadgen::build_request(&addr.to_string(), PATH, &headers, body)
 }
 
 /// Which push script a ceiling measures.

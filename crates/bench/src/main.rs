@@ -13,10 +13,16 @@ struct Cli {
 enum Command {
     /// The webhook ingester against the queue's and a bare endpoint's ceilings.
     Ingest(leadsync_bench::ingest::Options),
+    /// A bulk import in HubSpot synced to Postgres under the API quota, with 1 and 4 worker replicas.
+    Import(leadsync_bench::import::Options),
+    /// 100,000 events queued while no worker runs, then drained.
+    Backlog(leadsync_bench::backlog::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Ingest(options) => leadsync_bench::ingest::run(&options),
+        Command::Import(options) => leadsync_bench::import::run(&options),
+        Command::Backlog(options) => leadsync_bench::backlog::run(&options),
     }
 }
