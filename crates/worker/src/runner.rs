@@ -431,7 +431,7 @@ mod tests {
     #[test]
     fn the_queue_config_takes_the_worker_settings_and_keeps_the_queue() {
         let settings = Settings::from_toml(
-            "[redis]\nkey_prefix = \"p\"\n[worker]\nfetch_batch_size = 600\n\
+            "[redis]\nkey_prefix = \"p\"\n[worker]\nfetch_batch_size = 600\nconcurrency = 1200\n\
              heartbeat_interval_secs = 2\nmissed_heartbeats = 4",
         )
         .expect("valid");
@@ -448,7 +448,7 @@ mod tests {
     #[test]
     fn the_push_queue_config_names_the_outbound_queue_with_the_worker_settings() {
         let settings = Settings::from_toml(
-            "[redis]\nkey_prefix = \"p\"\n[worker]\nfetch_batch_size = 600\nheartbeat_interval_secs = 2",
+            "[redis]\nkey_prefix = \"p\"\n[worker]\nfetch_batch_size = 600\nconcurrency = 1200\nheartbeat_interval_secs = 2",
         )
         .expect("valid");
         let config = push_queue_config(&settings);
