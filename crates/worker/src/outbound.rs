@@ -32,8 +32,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use leadsync_domain::{
-    ConflictPolicy, ContactId, FieldMapping, LeadField, MappingEntry, MappingError, PortalId,
-    SyncPolicy, ValueHash,
+    ConflictPolicy, ContactId, FieldMapping, LeadField, PortalId, SyncPolicy, ValueHash,
 };
 use leadsync_hubspot::{Client, Contact, ContactInput, ContactUpdate, HubSpotError, MAX_BATCH};
 use leadsync_queue::PushLeadChange;
@@ -43,7 +42,7 @@ use leadsync_store::integrations;
 use leadsync_store::leads::{self, CrmSyncStatus, SyncDirection, SyncUpdate};
 use leadsync_store::ledger::{self, LedgerEntry, LedgerWrite};
 use leadsync_store::stats::{self, StatsDelta};
-use leadsync_store::{Integration, IntegrationSettings, Lead, LeadColumn, Store, StoreError};
+use leadsync_store::{Integration, Lead, LeadColumn, Store, StoreError};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
@@ -389,7 +388,7 @@ async fn push_integration(
         }
         return Ok(());
     }
-    let Ok(mapping) = mapping_for(&integration.settings) else {
+    let Ok(mapping) = crate::inbound::mapping_for(&integration.settings) else {
         for lead in lead_ids {
             out.dead_letter(report, lead, None, "invalid_field_mapping");
         }
@@ -434,28 +433,6 @@ async fn push_integration(
     linked.extend(relinked);
     update_linked(&ctx, linked, out, report).await?;
     Ok(())
-}
-
-/// The integration's mapping: the default one, with the property names its
-/// settings override (as on the inbound side).
-fn mapping_for(settings: &IntegrationSettings) -> Result<FieldMapping, MappingError> {
-    if settings.field_mapping.is_empty() {
-        return Ok(FieldMapping::default());
-    }
-    let entries = FieldMapping::default()
-        .entries()
-        .iter()
-        .map(|e| MappingEntry {
-            field: e.field,
-            property: settings
-                .field_mapping
-                .get(&e.field)
-                .cloned()
-                .unwrap_or_else(|| e.property.clone()),
-            case: e.case,
-        })
-        .collect();
-    FieldMapping::new(entries)
 }
 
 /// The lead's address as HubSpot keys it: trimmed; `None` when empty.
