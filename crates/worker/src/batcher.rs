@@ -12,7 +12,7 @@
 //! batch is full, so a burst of events about the same contacts costs one
 //! read per contact; events of other contacts wait for the next batch.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,12 +21,12 @@ use leadsync_queue::InboundEvent;
 use leadsync_runtime::config::WorkerSettings;
 use leadsync_runtime::telemetry;
 use leadsync_store::dead_letters::{self, DeadLetterKind, NewDeadLetter};
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
+use crate::coalesce::{self, Coalesced, Collecting};
 use crate::contact_event::{self, ContactEventKind};
 use crate::inbound::{BatchReport, InboundDeps, InboundError, process_batch};
 use crate::metrics::WorkerMetrics;
@@ -130,7 +130,20 @@ impl Batcher {
             credentials,
             metrics,
         });
-        let task = tokio::spawn(collect(rx, shared, config, shutdown));
+        let task = tokio::spawn(coalesce::collect(
+            rx,
+            coalesce::Limits {
+                max_keys: config.max_contacts,
+                window: config.window,
+                max_in_flight: config.max_in_flight,
+            },
+            shutdown,
+            "inbound",
+            move |batch| {
+                let shared = Arc::clone(&shared);
+                async move { process(&shared, batch).await }
+            },
+        ));
         (Self { tx }, task)
     }
 
@@ -176,106 +189,15 @@ fn contact_of(job: &InboundEvent) -> Option<(PortalId, ContactId)> {
     Some((event.portal, contact))
 }
 
-/// A batch being collected.
-#[derive(Default)]
-struct Collecting {
-    jobs: Vec<Submission>,
-    contacts: HashSet<(PortalId, ContactId)>,
-}
+impl Coalesced for Submission {
+    type Key = (PortalId, ContactId);
 
-impl Collecting {
-    /// Takes `s` if its contact is already in the batch or there is room for
-    /// one more; hands it back otherwise.
-    fn offer(&mut self, s: Submission, max: usize) -> Option<Submission> {
-        if let Some(pair) = s.contact
-            && !self.contacts.contains(&pair)
-        {
-            if self.contacts.len() >= max {
-                return Some(s);
-            }
-            self.contacts.insert(pair);
-        }
-        self.jobs.push(s);
-        None
+    fn key(&self) -> Option<Self::Key> {
+        self.contact
     }
 
-    fn is_full(&self, max: usize) -> bool {
-        self.contacts.len() >= max
-    }
-}
-
-async fn collect(
-    mut rx: mpsc::UnboundedReceiver<Submission>,
-    shared: Arc<Shared>,
-    config: BatcherConfig,
-    shutdown: CancellationToken,
-) {
-    let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
-    let mut carried: VecDeque<Submission> = VecDeque::new();
-    let mut running = JoinSet::new();
-    let max = config.max_contacts.max(1);
-    loop {
-        // A free slot first: while every slot is busy, submissions pile up
-        // in the channel and the next batch fills from them.
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            break;
-        };
-        let first = match carried.pop_front() {
-            Some(s) => s,
-            None => match rx.recv().await {
-                Some(s) => s,
-                None => break,
-            },
-        };
-        let deadline = first.arrived + config.window;
-        let mut batch = Collecting::default();
-        // The first submission always fits an empty batch.
-        let _ = batch.offer(first, max);
-        let mut waiting = VecDeque::with_capacity(carried.len());
-        for s in carried.drain(..) {
-            if let Some(back) = batch.offer(s, max) {
-                waiting.push_back(back);
-            }
-        }
-        carried = waiting;
-        while !batch.is_full(max) && !shutdown.is_cancelled() && Instant::now() < deadline {
-            tokio::select! {
-                received = rx.recv() => match received {
-                    Some(s) => {
-                        if let Some(back) = batch.offer(s, max) {
-                            carried.push_back(back);
-                        }
-                    }
-                    None => break,
-                },
-                () = tokio::time::sleep_until(deadline.into()) => break,
-                () = shutdown.cancelled() => break,
-            }
-        }
-        // Submissions already waiting about contacts of this batch join it.
-        while let Ok(s) = rx.try_recv() {
-            if let Some(back) = batch.offer(s, max) {
-                carried.push_back(back);
-            }
-        }
-        let shared = Arc::clone(&shared);
-        running.spawn(async move {
-            process(&shared, batch).await;
-            drop(permit);
-        });
-        while let Some(done) = running.try_join_next() {
-            report_panic(done);
-        }
-    }
-    while let Some(done) = running.join_next().await {
-        report_panic(done);
-    }
-}
-
-fn report_panic(done: Result<(), tokio::task::JoinError>) {
-    // The panicking batch's waiters see their reply dropped and retry.
-    if let Err(e) = done {
-        tracing::error!(error = %e, "An inbound batch panicked; its jobs will be retried");
+    fn arrived(&self) -> Instant {
+        self.arrived
     }
 }
 
@@ -288,11 +210,11 @@ struct Waiter {
     reply: oneshot::Sender<Result<JobOutcome, BatchError>>,
 }
 
-async fn process(shared: &Shared, batch: Collecting) {
+async fn process(shared: &Shared, batch: Collecting<Submission>) {
     let span = tracing::info_span!(
         "worker.batch",
         jobs = batch.jobs.len(),
-        contacts = batch.contacts.len(),
+        contacts = batch.keys.len(),
         portals = Empty,
         batch_reads = Empty,
         processed = Empty,
@@ -306,7 +228,7 @@ async fn process(shared: &Shared, batch: Collecting) {
     // Kept only for jobs on their last attempt: if the batch fails they are
     // dead-lettered with their payload.
     let mut last_chance = Vec::new();
-    let mut portals: HashSet<PortalId> = batch.contacts.iter().map(|(p, _)| *p).collect();
+    let mut portals: HashSet<PortalId> = batch.keys.iter().map(|(p, _)| *p).collect();
     for s in batch.jobs {
         telemetry::link_trace(&span, &s.link);
         if let Some(p) = s.job.portal_id {
@@ -335,7 +257,7 @@ async fn process(shared: &Shared, batch: Collecting) {
         let metrics = &shared.metrics;
         metrics.batch_seconds.observe(elapsed.as_secs_f64());
         metrics.batch_jobs.observe(waiters.len() as f64);
-        metrics.batch_contacts.observe(batch.contacts.len() as f64);
+        metrics.batch_contacts.observe(batch.keys.len() as f64);
         match result {
             Ok(report) => committed(shared, &report, waiters, elapsed),
             Err(err) => failed(shared, &err, waiters, last_chance).await,

@@ -18,6 +18,7 @@
 //! missed through the same decisions ([`apply_contacts`]).
 
 pub mod batcher;
+mod coalesce;
 pub mod contact_event;
 pub mod error;
 pub mod http;

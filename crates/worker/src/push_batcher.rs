@@ -13,7 +13,7 @@
 //! batch is full: a lead edited five times is pushed once, with its state
 //! after the fifth edit.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,14 +22,14 @@ use leadsync_queue::PushLeadChange;
 use leadsync_runtime::config::WorkerSettings;
 use leadsync_runtime::telemetry;
 use leadsync_store::dead_letters::{self, DeadLetterKind, NewDeadLetter};
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 use uuid::Uuid;
 
 use crate::batcher::{JobOutcome, LAST_ATTEMPT};
+use crate::coalesce::{self, Coalesced, Collecting};
 use crate::metrics::WorkerMetrics;
 use crate::outbound::{OutboundDeps, OutboundError, PushReport, process_push_batch};
 
@@ -104,7 +104,20 @@ impl PushBatcher {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared { deps, metrics });
-        let task = tokio::spawn(collect(rx, shared, config, shutdown));
+        let task = tokio::spawn(coalesce::collect(
+            rx,
+            coalesce::Limits {
+                max_keys: config.max_leads,
+                window: config.window,
+                max_in_flight: config.max_in_flight,
+            },
+            shutdown,
+            "outbound",
+            move |batch| {
+                let shared = Arc::clone(&shared);
+                async move { process(&shared, batch).await }
+            },
+        ));
         (Self { tx }, task)
     }
 
@@ -179,101 +192,15 @@ pub async fn handle_change(
     .await
 }
 
-/// A batch being collected.
-#[derive(Default)]
-struct Collecting {
-    jobs: Vec<Submission>,
-    leads: HashSet<(Uuid, Uuid)>,
-}
+impl Coalesced for Submission {
+    type Key = (Uuid, Uuid);
 
-impl Collecting {
-    /// Takes `s` if its lead is already in the batch or there is room for
-    /// one more; hands it back otherwise.
-    fn offer(&mut self, s: Submission, max: usize) -> Option<Submission> {
-        let pair = (s.job.integration_id, s.job.lead_id);
-        if !self.leads.contains(&pair) {
-            if self.leads.len() >= max {
-                return Some(s);
-            }
-            self.leads.insert(pair);
-        }
-        self.jobs.push(s);
-        None
+    fn key(&self) -> Option<Self::Key> {
+        Some((self.job.integration_id, self.job.lead_id))
     }
 
-    fn is_full(&self, max: usize) -> bool {
-        self.leads.len() >= max
-    }
-}
-
-async fn collect(
-    mut rx: mpsc::UnboundedReceiver<Submission>,
-    shared: Arc<Shared>,
-    config: PushBatcherConfig,
-    shutdown: CancellationToken,
-) {
-    let permits = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
-    let mut carried: VecDeque<Submission> = VecDeque::new();
-    let mut running = JoinSet::new();
-    let max = config.max_leads.max(1);
-    loop {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            break;
-        };
-        let first = match carried.pop_front() {
-            Some(s) => s,
-            None => match rx.recv().await {
-                Some(s) => s,
-                None => break,
-            },
-        };
-        let deadline = first.arrived + config.window;
-        let mut batch = Collecting::default();
-        let _ = batch.offer(first, max);
-        let mut waiting = VecDeque::with_capacity(carried.len());
-        for s in carried.drain(..) {
-            if let Some(back) = batch.offer(s, max) {
-                waiting.push_back(back);
-            }
-        }
-        carried = waiting;
-        while !batch.is_full(max) && !shutdown.is_cancelled() && Instant::now() < deadline {
-            tokio::select! {
-                received = rx.recv() => match received {
-                    Some(s) => {
-                        if let Some(back) = batch.offer(s, max) {
-                            carried.push_back(back);
-                        }
-                    }
-                    None => break,
-                },
-                () = tokio::time::sleep_until(deadline.into()) => break,
-                () = shutdown.cancelled() => break,
-            }
-        }
-        // Changes already waiting about leads of this batch join it.
-        while let Ok(s) = rx.try_recv() {
-            if let Some(back) = batch.offer(s, max) {
-                carried.push_back(back);
-            }
-        }
-        let shared = Arc::clone(&shared);
-        running.spawn(async move {
-            process(&shared, batch).await;
-            drop(permit);
-        });
-        while let Some(done) = running.try_join_next() {
-            report_panic(done);
-        }
-    }
-    while let Some(done) = running.join_next().await {
-        report_panic(done);
-    }
-}
-
-fn report_panic(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done {
-        tracing::error!(error = %e, "An outbound batch panicked; its jobs will be retried");
+    fn arrived(&self) -> Instant {
+        self.arrived
     }
 }
 
@@ -284,11 +211,11 @@ struct Waiter {
     reply: oneshot::Sender<Result<JobOutcome, PushBatchError>>,
 }
 
-async fn process(shared: &Shared, batch: Collecting) {
+async fn process(shared: &Shared, batch: Collecting<Submission>) {
     let span = tracing::info_span!(
         "worker.push_batch",
         jobs = batch.jobs.len(),
-        leads = batch.leads.len(),
+        leads = batch.keys.len(),
         created = Empty,
         linked = Empty,
         updated = Empty,
@@ -312,7 +239,7 @@ async fn process(shared: &Shared, batch: Collecting) {
         });
         jobs.push(s.job);
     }
-    let leads = batch.leads.len();
+    let leads = batch.keys.len();
     async {
         let started = Instant::now();
         let result = process_push_batch(&shared.deps, jobs).await;
