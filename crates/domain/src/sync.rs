@@ -103,6 +103,11 @@ pub enum FieldDecision {
     Echo,
     /// Both sides already hold this value.
     NoChange,
+    /// Only the platform changed the field since both sides last agreed
+    /// (HubSpot still holds the agreed value, or nothing for a field never
+    /// synced): the lead keeps its value and its push brings it to HubSpot.
+    /// Not a merge base: the sides do not agree yet.
+    PlatformAhead,
     /// The lead keeps its value.
     Keep {
         /// Why.
@@ -155,11 +160,15 @@ pub fn decide_inbound(
             overridden: None,
         };
     }
-    // HubSpot still holds the value both sides last agreed on: only the
-    // platform changed the field, and its push is on the way. Applying
-    // HubSpot's (older) value here would lose the platform's update.
-    if current.base == Some(incoming_hash) {
-        return FieldDecision::NoChange;
+    // HubSpot still holds the value both sides last agreed on (or, for a
+    // field never synced, holds nothing): only the platform changed the
+    // field, and its push is on the way. Applying HubSpot's older or empty
+    // value here would lose the platform's update.
+    let hubspot_changed = current
+        .base
+        .map_or(!incoming_value.is_empty(), |base| base != incoming_hash);
+    if !hubspot_changed {
+        return FieldDecision::PlatformAhead;
     }
     let hubspot_wins = match policy.for_field(field) {
         ConflictPolicy::HubspotWins => Ok(()),

@@ -886,6 +886,10 @@ async fn sync_lead(
                     synced.insert(field, agreed);
                 }
             }
+            // The platform's newer value is on its way to HubSpot: the base
+            // stays where both sides last agreed, so the push still sees a
+            // platform change to write.
+            FieldDecision::PlatformAhead => {}
             FieldDecision::Echo => {
                 if incoming.value.trim() == current_value.trim() {
                     let agreed = ValueHash::of(&current_value);

@@ -89,7 +89,7 @@ fn a_platform_change_not_yet_pushed_is_not_undone_by_hubspots_old_value() {
                 ..SyncPolicy::default()
             },
         );
-        assert_eq!(d, FieldDecision::NoChange, "{policy:?}");
+        assert_eq!(d, FieldDecision::PlatformAhead, "{policy:?}");
     }
 }
 
@@ -204,6 +204,31 @@ fn a_field_never_synced_but_filled_on_the_platform_is_a_conflict() {
     );
 }
 
+#[test]
+fn a_platform_value_is_not_erased_by_hubspot_holding_nothing_when_first_linked() {
+    // The platform's lead and a rep's contact were created with the same
+    // address at once: the contact has no phone, the lead has one. Nothing
+    // was ever synced, so HubSpot's empty value is not a change: the lead
+    // keeps its phone, which the push then writes to the contact.
+    for conflict in [
+        ConflictPolicy::HubspotWins,
+        ConflictPolicy::PlatformWins,
+        ConflictPolicy::LastWriteWins,
+    ] {
+        let d = decide_inbound(
+            F,
+            &incoming("", Some(5)),
+            &current("+1 555 0100", None, Some(1)),
+            None,
+            &SyncPolicy {
+                conflict,
+                ..SyncPolicy::default()
+            },
+        );
+        assert_eq!(d, FieldDecision::PlatformAhead, "{conflict:?}");
+    }
+}
+
 fn any_policy() -> impl Strategy<Value = SyncPolicy> {
     (
         prop::sample::select(vec![
@@ -230,9 +255,13 @@ proptest! {
         base in "[a-c]{0,2}", lead in "[a-c]{0,2}", hub in "[a-c]{0,2}",
         written in prop::option::of("[a-c]{0,2}"),
         hub_at in prop::option::of(0i64..10), lead_at in prop::option::of(0i64..10),
-        policy in any_policy(),
+        policy in any_policy(), never_synced in any::<bool>(),
     ) {
-        let cur = Current { value: lead.clone(), base: Some(ValueHash::of(&base)), changed_at_ms: lead_at };
+        // `None`: the field was never synced, as if both sides had agreed on
+        // an empty value.
+        let base_hash = (!never_synced).then(|| ValueHash::of(&base));
+        let base = if never_synced { String::new() } else { base };
+        let cur = Current { value: lead.clone(), base: base_hash, changed_at_ms: lead_at };
         let inc = Incoming { value: hub.clone(), changed_at_ms: hub_at };
         let last = written.as_deref().map(ValueHash::of);
         let d = decide_inbound(F, &inc, &cur, last, &policy);
