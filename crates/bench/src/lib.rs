@@ -6,4 +6,5 @@ pub mod fleet;
 pub mod import;
 pub mod ingest;
 pub mod loadgen;
+pub mod platform;
 pub mod stats;

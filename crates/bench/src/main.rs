@@ -17,6 +17,8 @@ enum Command {
     Import(leadsync_bench::import::Options),
     /// 100,000 events queued while no worker runs, then drained.
     Backlog(leadsync_bench::backlog::Options),
+    /// 10,000 new leads inserted on the platform, pushed to HubSpot under the API quota.
+    Platform(leadsync_bench::platform::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -24,5 +26,6 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest(options) => leadsync_bench::ingest::run(&options),
         Command::Import(options) => leadsync_bench::import::run(&options),
         Command::Backlog(options) => leadsync_bench::backlog::run(&options),
+        Command::Platform(options) => leadsync_bench::platform::run(&options),
     }
 }

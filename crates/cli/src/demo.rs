@@ -212,27 +212,8 @@ async fn create_source_property(
     client: &leadsync_hubspot::Client,
     portal: u64,
 ) -> anyhow::Result<()> {
-    let option = |value: &str| leadsync_hubspot::PropertyOption {
-        label: value.to_owned(),
-        value: value.to_owned(),
-        hidden: false,
-        display_order: None,
-    };
     client
-        .create_property(
-            PortalId::new(portal),
-            &leadsync_hubspot::Property {
-                name: "lead_source_system".to_owned(),
-                label: "Lead source system".to_owned(),
-                property_type: "enumeration".to_owned(),
-                field_type: "select".to_owned(),
-                group_name: "contactinformation".to_owned(),
-                description: None,
-                options: vec![option("jazzaam"), option("hubspot"), option("manual")],
-                has_unique_value: None,
-                hubspot_defined: None,
-            },
-        )
+        .ensure_source_property(PortalId::new(portal), "jazzaam")
         .await?;
     Ok(())
 }

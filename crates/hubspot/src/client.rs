@@ -3,6 +3,7 @@
 
 mod contacts;
 mod properties;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +24,10 @@ pub use contacts::{
     BatchError, BatchRead, Contact, ContactInput, ContactUpdate, ListPage, PropertyVersion,
     SearchPage, UpsertResult,
 };
-pub use properties::{Property, PropertyCreated, PropertyOption};
+pub use properties::{
+    Property, PropertyCreated, PropertyEnsured, PropertyOption, SOURCE_SYSTEM_PROPERTY,
+};
+pub use webhooks::{DeveloperApp, NewSubscription, Subscription, Throttling, WebhookSettings};
 
 use crate::error::{ErrorBody, HubSpotError, RateLimitPolicy};
 use crate::limiter::{PermitKind, Priority, RateLimiter};
@@ -184,8 +188,15 @@ pub(crate) enum Operation {
     ListContacts,
     CreateProperty,
     GetProperty,
+    UpdateProperty,
     ExchangeCode,
     RefreshToken,
+    AccessTokenInfo,
+    GetWebhookSettings,
+    PutWebhookSettings,
+    ListSubscriptions,
+    CreateSubscription,
+    UpdateSubscription,
 }
 
 impl Operation {
@@ -200,8 +211,15 @@ impl Operation {
             Self::ListContacts => "list_contacts",
             Self::CreateProperty => "create_property",
             Self::GetProperty => "get_property",
+            Self::UpdateProperty => "update_property",
             Self::ExchangeCode => "exchange_code",
             Self::RefreshToken => "refresh_token",
+            Self::AccessTokenInfo => "access_token_info",
+            Self::GetWebhookSettings => "get_webhook_settings",
+            Self::PutWebhookSettings => "put_webhook_settings",
+            Self::ListSubscriptions => "list_subscriptions",
+            Self::CreateSubscription => "create_subscription",
+            Self::UpdateSubscription => "update_subscription",
         }
     }
 
@@ -229,8 +247,15 @@ impl Operation {
             Self::ListContacts => span!("hubspot.list_contacts"),
             Self::CreateProperty => span!("hubspot.create_property"),
             Self::GetProperty => span!("hubspot.get_property"),
+            Self::UpdateProperty => span!("hubspot.update_property"),
             Self::ExchangeCode => span!("hubspot.exchange_code"),
             Self::RefreshToken => span!("hubspot.refresh_token"),
+            Self::AccessTokenInfo => span!("hubspot.access_token_info"),
+            Self::GetWebhookSettings => span!("hubspot.get_webhook_settings"),
+            Self::PutWebhookSettings => span!("hubspot.put_webhook_settings"),
+            Self::ListSubscriptions => span!("hubspot.list_subscriptions"),
+            Self::CreateSubscription => span!("hubspot.create_subscription"),
+            Self::UpdateSubscription => span!("hubspot.update_subscription"),
         }
     }
 }
@@ -246,6 +271,9 @@ pub(crate) struct Call {
     /// The budget it spends; `None` for the OAuth token endpoint, which is not
     /// rate-limited per account.
     kind: Option<PermitKind>,
+    /// The developer API key, sent as `?hapikey=` (webhook management). Kept
+    /// out of `query` so it is added only to the URL on the wire.
+    developer_key: Option<SecretString>,
 }
 
 impl Call {
@@ -257,6 +285,7 @@ impl Call {
             query: Vec::new(),
             body: None,
             kind,
+            developer_key: None,
         }
     }
 
@@ -281,6 +310,30 @@ impl Call {
         })?;
         call.body = Some((JSON, Bytes::from(bytes)));
         Ok(call)
+    }
+
+    /// A JSON request with any method, spending the account's API budget when
+    /// it is made for a portal.
+    pub(crate) fn json(
+        op: Operation,
+        method: Method,
+        segments: &[&str],
+        body: &impl serde::Serialize,
+    ) -> Result<Self, HubSpotError> {
+        let mut call = Self::new(op, method, segments, Some(PermitKind::Api));
+        let bytes = serde_json::to_vec(body).map_err(|source| HubSpotError::Decode {
+            what: op.as_str(),
+            source,
+        })?;
+        call.body = Some((JSON, Bytes::from(bytes)));
+        Ok(call)
+    }
+
+    /// Authenticates the call with the app's developer API key instead of a
+    /// portal's token.
+    pub(crate) fn developer_key(mut self, key: &SecretString) -> Self {
+        self.developer_key = Some(key.clone());
+        self
     }
 
     pub(crate) fn form(op: Operation, segments: &[&str], form: String) -> Self {
@@ -423,6 +476,10 @@ impl Client {
             .extend(&call.segments);
         if !call.query.is_empty() {
             url.query_pairs_mut().extend_pairs(&call.query);
+        }
+        if let Some(key) = &call.developer_key {
+            url.query_pairs_mut()
+                .append_pair("hapikey", key.expose_secret());
         }
         Ok(url)
     }

@@ -214,7 +214,9 @@ impl HubSpotError {
         Self::Transient {
             status: None,
             retry_after: None,
-            source: Some(source),
+            // The URL can carry an e-mail address (`idProperty=email`), an
+            // access token (token info) or the developer key (`hapikey`).
+            source: Some(source.without_url()),
         }
     }
 

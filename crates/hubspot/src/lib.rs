@@ -1,6 +1,8 @@
 //! HubSpot protocol knowledge: how webhook deliveries are signed and verified,
 //! the API client the worker and the outbound pusher call, OAuth tokens shared by
-//! the fleet, and the fleet-wide rate limiter per portal.
+//! the fleet, the fleet-wide rate limiter per portal, and what connecting and
+//! setting up an account needs (token info, the `lead_source_system` property,
+//! the app's webhook settings and subscriptions).
 //!
 //! ```no_run
 //! # async fn demo(redis: redis::aio::ConnectionManager) -> Result<(), leadsync_hubspot::HubSpotError> {
@@ -25,15 +27,16 @@ pub mod signature;
 
 pub use client::{
     BatchError, BatchRead, Client, ClientBuilder, ClientConfig, Contact, ContactInput,
-    ContactUpdate, ListPage, MAX_BATCH, PRODUCTION_BASE_URL, Property, PropertyCreated,
-    PropertyOption, PropertyVersion, RetryPolicy, SearchPage, UpsertResult,
+    ContactUpdate, DeveloperApp, ListPage, MAX_BATCH, NewSubscription, PRODUCTION_BASE_URL,
+    Property, PropertyCreated, PropertyEnsured, PropertyOption, PropertyVersion, RetryPolicy,
+    SOURCE_SYSTEM_PROPERTY, SearchPage, Subscription, Throttling, UpsertResult, WebhookSettings,
 };
 pub use error::{ErrorBody, HubSpotError, RateLimitPolicy};
 pub use limiter::{LimiterConfig, Permit, PermitKind, PortalQuota, Priority, RateLimiter};
 pub use metrics::HubSpotMetrics;
 pub use oauth::{
-    InMemoryTokenStore, OAuthApp, OAuthTokens, OAuthTokensConfig, TokenSet, TokenSource,
-    TokenStore, TokenStoreError,
+    AUTHORIZE_URL, AccessTokenInfo, InMemoryTokenStore, OAuthApp, OAuthTokens, OAuthTokensConfig,
+    TokenSet, TokenSource, TokenStore, TokenStoreError, authorize_url,
 };
 pub use signature::{
     SignatureError, SignatureHeaders, SignaturePolicy, SignatureVersion, UnverifiedRequest,

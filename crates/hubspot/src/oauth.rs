@@ -8,14 +8,56 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use leadsync_domain::PortalId;
+use leadsync_domain::{AppId, PortalId};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use url::Url;
 
 pub use tokens::{OAuthTokens, OAuthTokensConfig};
 
 use crate::client::{Call, Client, Operation};
 use crate::error::HubSpotError;
+
+/// Where a HubSpot user grants the app access (hubspot-api.md §7.1, the
+/// SPEC's `securitySchemes`).
+pub const AUTHORIZE_URL: &str = "https://app.hubspot.com/oauth/authorize";
+
+/// The URL that asks a HubSpot user to install the app: `client_id`,
+/// `redirect_uri`, the space-separated `scope` and an opaque `state` that
+/// HubSpot hands back on the redirect.
+pub fn authorize_url(client_id: &str, redirect_uri: &str, scopes: &[String], state: &str) -> Url {
+    let mut url = Url::parse(AUTHORIZE_URL).unwrap_or_else(|_| unreachable!("a valid constant"));
+    url.query_pairs_mut()
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("scope", &scopes.join(" "))
+        .append_pair("state", state);
+    url
+}
+
+/// What HubSpot says about an access token (`GET /oauth/v1/access-tokens/{token}`,
+/// hubspot-api.md §7.2). The user's e-mail address in the answer is not kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessTokenInfo {
+    /// `hub_id`: the account (portal) the token is for.
+    pub portal: PortalId,
+    /// `app_id`: the app it was issued to.
+    pub app_id: Option<AppId>,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
+    /// Seconds the token remains valid.
+    pub expires_in: i64,
+}
+
+#[derive(Deserialize)]
+struct AccessTokenInfoWire {
+    hub_id: u64,
+    app_id: Option<u64>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    expires_in: i64,
+}
 
 /// The public app's OAuth credentials.
 #[derive(Debug, Clone)]
@@ -158,6 +200,30 @@ impl Client {
         self.token_call(Operation::RefreshToken, form).await
     }
 
+    /// Asks HubSpot which account and app an access token belongs to. An
+    /// unknown or expired token is [`HubSpotError::NotFound`].
+    pub async fn access_token_info(
+        &self,
+        access_token: &SecretString,
+    ) -> Result<AccessTokenInfo, HubSpotError> {
+        let call = Call::get(
+            Operation::AccessTokenInfo,
+            &["oauth", "v1", "access-tokens", access_token.expose_secret()],
+        );
+        let bytes = self.execute(None, &call).await?;
+        let wire: AccessTokenInfoWire =
+            serde_json::from_slice(&bytes).map_err(|source| HubSpotError::Decode {
+                what: Operation::AccessTokenInfo.as_str(),
+                source,
+            })?;
+        Ok(AccessTokenInfo {
+            portal: PortalId::new(wire.hub_id),
+            app_id: wire.app_id.map(AppId::new),
+            scopes: wire.scopes,
+            expires_in: wire.expires_in,
+        })
+    }
+
     async fn token_call(&self, op: Operation, form: String) -> Result<TokenSet, HubSpotError> {
         let call = Call::form(op, &["oauth", "v1", "token"], form);
         let bytes = self.execute(None, &call).await?;
@@ -172,5 +238,28 @@ impl Client {
             expires_at: Utc::now() + chrono::Duration::seconds(wire.expires_in.max(0)),
             portal: wire.hub_id.map(PortalId::new),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_authorize_url_carries_client_redirect_scopes_and_state() {
+        // Arrange
+        let scopes = ["oauth".to_owned(), "crm.objects.contacts.read".to_owned()];
+
+        // Act
+        let url = authorize_url("my-client", "https://x.io/cb?a=1", &scopes, "st4te");
+
+        // Assert
+        assert_eq!(url.host_str(), Some("app.hubspot.com"));
+        assert_eq!(url.path(), "/oauth/authorize");
+        let pairs: HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(pairs["client_id"], "my-client");
+        assert_eq!(pairs["redirect_uri"], "https://x.io/cb?a=1");
+        assert_eq!(pairs["scope"], "oauth crm.objects.contacts.read");
+        assert_eq!(pairs["state"], "st4te");
     }
 }

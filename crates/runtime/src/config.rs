@@ -68,6 +68,10 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Reconciliation: repairing what webhooks missed.
     pub reconcile: ReconcileSettings,
+    /// The platform's REST API server.
+    pub api: ApiSettings,
+    /// Backfill: importing every contact and pushing every unsynced lead.
+    pub backfill: BackfillSettings,
 }
 
 /// `[application]`
@@ -125,6 +129,14 @@ pub struct HubSpotSettings {
     /// `lead_source_system` of contacts it creates (an option of that
     /// enumeration property).
     pub source_system_value: String,
+    /// The developer account's API key (`hapikey`), which manages the app's
+    /// webhook settings and subscriptions. Needed by `leadsync setup`.
+    pub developer_api_key: SecretString,
+    /// The OAuth `redirect_uri`: where HubSpot sends the user back after an
+    /// install. Needed by `leadsync connect oauth-url` and `connect oauth`.
+    pub redirect_uri: String,
+    /// The OAuth scopes asked for on install.
+    pub scopes: Vec<String>,
 }
 
 impl HubSpotSettings {
@@ -150,6 +162,60 @@ impl HubSpotSettings {
             ));
         }
         Ok(&self.token_encryption_key)
+    }
+
+    /// The developer API key, for webhook management.
+    ///
+    /// # Errors
+    /// Names `hubspot.developer_api_key` when it is empty.
+    pub fn require_developer_api_key(&self) -> Result<&SecretString, ConfigError> {
+        if self.developer_api_key.expose_secret().trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "hubspot.developer_api_key",
+                "is required to manage the app's webhooks: the developer account's API key",
+            ));
+        }
+        Ok(&self.developer_api_key)
+    }
+
+    /// The OAuth redirect URI, for connecting an account through OAuth.
+    ///
+    /// # Errors
+    /// Names `hubspot.redirect_uri` when it is empty.
+    pub fn require_redirect_uri(&self) -> Result<&str, ConfigError> {
+        if self.redirect_uri.is_empty() {
+            return Err(ConfigError::invalid(
+                "hubspot.redirect_uri",
+                "is required for OAuth: the redirect URL registered in the app's auth settings",
+            ));
+        }
+        Ok(&self.redirect_uri)
+    }
+
+    fn validate_oauth(&self) -> Result<(), ConfigError> {
+        if !self.redirect_uri.is_empty() {
+            let url = url::Url::parse(&self.redirect_uri).map_err(|e| {
+                ConfigError::invalid("hubspot.redirect_uri", format!("not a URL: {e}"))
+            })?;
+            if !matches!(url.scheme(), "http" | "https") || url.fragment().is_some() {
+                return Err(ConfigError::invalid(
+                    "hubspot.redirect_uri",
+                    "must be an http(s) URL without a fragment",
+                ));
+            }
+        }
+        if self.scopes.is_empty()
+            || self
+                .scopes
+                .iter()
+                .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+        {
+            return Err(ConfigError::invalid(
+                "hubspot.scopes",
+                "must list at least one scope, each without spaces",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -467,6 +533,73 @@ impl ReconcileSettings {
     }
 }
 
+/// `[backfill]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillSettings {
+    /// Contacts per list page (HubSpot: at most 100).
+    pub page_size: u32,
+    /// The share of a portal's quota backfill calls may take: a call waits
+    /// while the fleet's calls in the rolling window (live ones included)
+    /// reach this share, so live sync keeps the rest.
+    pub max_quota_share: f64,
+}
+
+impl BackfillSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=100).contains(&self.page_size) {
+            return Err(ConfigError::invalid(
+                "backfill.page_size",
+                "must be between 1 and 100 (HubSpot lists at most 100 contacts per page)",
+            ));
+        }
+        if !(0.05..=1.0).contains(&self.max_quota_share) {
+            return Err(ConfigError::invalid(
+                "backfill.max_quota_share",
+                "must be between 0.05 and 1.0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Interface to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one (tests).
+    pub port: u16,
+    /// HTTP worker threads (0 = one per core).
+    pub http_workers: usize,
+    /// Largest accepted JSON body, in bytes.
+    pub body_limit_bytes: usize,
+    /// Grace period after SIGTERM, in seconds.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl ApiSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.host.is_empty() {
+            return Err(ConfigError::invalid("api.host", "must not be empty"));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.body_limit_bytes) {
+            return Err(ConfigError::invalid(
+                "api.body_limit_bytes",
+                "must be between 1024 and 16777216 (16 MiB)",
+            ));
+        }
+        if self.http_workers > 256 {
+            return Err(ConfigError::invalid(
+                "api.http_workers",
+                "must be at most 256 (0 = one per CPU core)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -590,6 +723,7 @@ impl Settings {
                 "must not be empty",
             ));
         }
+        self.hubspot.validate_oauth()?;
         if self.hubspot.rate_limit_window_ms < 100 {
             return Err(ConfigError::invalid(
                 "hubspot.rate_limit_window_ms",
@@ -639,7 +773,9 @@ impl Settings {
             ));
         }
         self.worker.validate()?;
-        self.reconcile.validate()
+        self.api.validate()?;
+        self.reconcile.validate()?;
+        self.backfill.validate()
     }
 }
 
@@ -693,6 +829,33 @@ mod tests {
         .unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!format!("{s:?}").contains("sesame"));
+    }
+
+    #[test]
+    fn oauth_and_setup_keys_have_defaults_and_errors_name_the_key() {
+        let s = Settings::from_toml("").unwrap();
+        assert!(
+            s.hubspot
+                .scopes
+                .iter()
+                .any(|x| x == "crm.objects.contacts.write")
+        );
+        let e = s.hubspot.require_developer_api_key().unwrap_err();
+        assert_eq!(e.key(), "hubspot.developer_api_key");
+        let e = s.hubspot.require_redirect_uri().unwrap_err();
+        assert_eq!(e.key(), "hubspot.redirect_uri");
+        let e = Settings::from_toml("[hubspot]\nredirect_uri = \"not a url\"").unwrap_err();
+        assert_eq!(e.key(), "hubspot.redirect_uri");
+        let e = Settings::from_toml("[hubspot]\nscopes = []").unwrap_err();
+        assert_eq!(e.key(), "hubspot.scopes");
+        let e = Settings::from_toml("[hubspot]\nscopes = [\"a b\"]").unwrap_err();
+        assert_eq!(e.key(), "hubspot.scopes");
+        let s = Settings::from_toml(
+            "[hubspot]\ndeveloper_api_key = \"dev-key\"\nredirect_uri = \"https://x.io/cb\"",
+        )
+        .unwrap();
+        assert_eq!(s.hubspot.require_redirect_uri().unwrap(), "https://x.io/cb");
+        assert!(!format!("{s:?}").contains("dev-key"));
     }
 
     #[test]
@@ -760,6 +923,30 @@ mod tests {
         assert_eq!(e.key(), "reconcile.first_lookback_secs");
         let e = Settings::from_toml("[reconcile]\nsafety_lag_secs = 90000").unwrap_err();
         assert_eq!(e.key(), "reconcile.safety_lag_secs");
+    }
+
+    #[test]
+    fn backfill_defaults_are_valid_and_errors_name_the_key() {
+        let s = Settings::from_toml("").unwrap();
+        assert_eq!(s.backfill.page_size, 100);
+        assert!((s.backfill.max_quota_share - 0.5).abs() < f64::EPSILON);
+        let e = Settings::from_toml("[backfill]\npage_size = 101").unwrap_err();
+        assert_eq!(e.key(), "backfill.page_size");
+        let e = Settings::from_toml("[backfill]\nmax_quota_share = 0.0").unwrap_err();
+        assert_eq!(e.key(), "backfill.max_quota_share");
+    }
+
+    #[test]
+    fn api_defaults_are_valid_and_errors_name_the_key() {
+        let s = Settings::from_toml("").unwrap();
+        assert_eq!((s.api.host.as_str(), s.api.port), ("0.0.0.0", 8081));
+        assert_eq!(s.api.body_limit_bytes, 262_144);
+        let e = Settings::from_toml("[api]\nbody_limit_bytes = 10").unwrap_err();
+        assert_eq!(e.key(), "api.body_limit_bytes");
+        let e = Settings::from_toml("[api]\nhost = \"\"").unwrap_err();
+        assert_eq!(e.key(), "api.host");
+        let e = Settings::from_toml("[api]\nport = -1").unwrap_err();
+        assert_eq!(e.key(), "api.port", "{e}");
     }
 
     #[test]

@@ -196,3 +196,56 @@ pub async fn count_open(
     .await?;
     Ok(n)
 }
+
+/// The letters of one integration: those recorded with its id, and those
+/// recorded before the worker knew it — an inbound event of its portal, or
+/// an outbound change naming it in the payload.
+const OWNED_BY: &str = "(integration_id = $1 OR (integration_id IS NULL AND ( \
+    (kind = 'inbound_event' AND portal_id = $2) \
+    OR (kind = 'outbound_change' AND payload ->> 'integration_id' = $1::text))))";
+
+/// [`list`] restricted to the letters of one integration (see
+/// [`get_owned`]); `filter.integration_id` is ignored.
+pub async fn list_owned(
+    exec: impl PgExecutor<'_>,
+    integration_id: Uuid,
+    portal_id: PortalId,
+    filter: &DeadLetterFilter,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    let letters = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM dead_letters WHERE {OWNED_BY} \
+         AND ($3::text IS NULL OR kind = $3) \
+         AND ($4 OR replayed_at IS NULL) \
+         AND id > coalesce($5, 0) \
+         ORDER BY id LIMIT $6"
+    )))
+    .bind(integration_id)
+    .bind(db_id(portal_id.get())?)
+    .bind(filter.kind)
+    .bind(filter.include_replayed)
+    .bind(filter.after_id)
+    .bind(filter.limit.clamp(1, 1000))
+    .fetch_all(exec)
+    .await?;
+    Ok(letters)
+}
+
+/// One letter of an integration: recorded with its id, or without one for
+/// its portal (inbound) or naming it in the payload (outbound). `None` for
+/// another integration's letter.
+pub async fn get_owned(
+    exec: impl PgExecutor<'_>,
+    integration_id: Uuid,
+    portal_id: PortalId,
+    id: i64,
+) -> Result<Option<DeadLetter>, StoreError> {
+    let letter = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM dead_letters WHERE {OWNED_BY} AND id = $3"
+    )))
+    .bind(integration_id)
+    .bind(db_id(portal_id.get())?)
+    .bind(id)
+    .fetch_optional(exec)
+    .await?;
+    Ok(letter)
+}

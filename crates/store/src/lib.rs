@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod api_tokens;
 pub mod audit;
 pub mod crypto;
 pub mod cursors;

@@ -15,8 +15,11 @@
 //!
 //! Periodically (and through `leadsync reconcile`), [`reconcile`] searches
 //! the contacts modified since its cursor and applies what the webhooks
-//! missed through the same decisions ([`apply_contacts`]).
+//! missed through the same decisions ([`apply_contacts`]). A [`backfill`]
+//! (through `leadsync backfill`) imports every contact through them too and
+//! pushes every lead not yet in HubSpot through [`process_push_batch`].
 
+pub mod backfill;
 pub mod batcher;
 mod coalesce;
 pub mod contact_event;
@@ -32,6 +35,10 @@ pub mod runner;
 pub mod startup;
 pub mod tokens;
 
+pub use backfill::{
+    BackfillConfig, BackfillDeps, BackfillError, BackfillOptions, BackfillOutcome,
+    BackfillProgress, BackfillReport,
+};
 pub use batcher::{BatchError, Batcher, BatcherConfig, JobOutcome};
 pub use contact_event::{ContactEvent, ContactEventKind, ParseError};
 pub use error::StartupError;

@@ -8,3 +8,6 @@ mod limiter;
 mod oauth;
 mod properties;
 mod retries;
+mod source_property;
+mod token_info;
+mod webhooks;

@@ -1,5 +1,6 @@
 //! Repository tests against a real Postgres: one fresh database per test.
 
+mod api_tokens;
 mod helpers;
 mod leads;
 mod outbox;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use leadsync_domain::{ConflictPolicy, ContactId, LeadField, PortalId, ValueHash, WebhookEvent};
-use leadsync_hubspot::{Client, Property, PropertyCreated, PropertyOption};
+use leadsync_hubspot::{Client, PropertyEnsured};
 use leadsync_hubspot_sim::{Receiver, SubscriptionSpec, UserEdit};
 use leadsync_queue::{InboundEvent, PushLeadChange};
 use leadsync_store::audit::{self, AuditAction, AuditRecord, Direction};
@@ -32,30 +32,11 @@ const FAST_PUSH: &str = "[worker]\npush_batch_window_ms = 50\nrelay_poll_interva
 
 /// Creates the custom property `lead_source_system`, as `leadsync setup` does.
 async fn create_source_property(client: &Client) {
-    let option = |value: &str| PropertyOption {
-        label: value.to_owned(),
-        value: value.to_owned(),
-        hidden: false,
-        display_order: None,
-    };
-    let created = client
-        .create_property(
-            PortalId::new(PORTAL),
-            &Property {
-                name: "lead_source_system".to_owned(),
-                label: "Lead source system".to_owned(),
-                property_type: "enumeration".to_owned(),
-                field_type: "select".to_owned(),
-                group_name: "contactinformation".to_owned(),
-                description: None,
-                options: vec![option(SOURCE), option("hubspot"), option("manual")],
-                has_unique_value: None,
-                hubspot_defined: None,
-            },
-        )
+    let ensured = client
+        .ensure_source_property(PortalId::new(PORTAL), SOURCE)
         .await
         .expect("property created");
-    assert!(matches!(created, PropertyCreated::Created(_)));
+    assert_eq!(ensured, PropertyEnsured::Created);
 }
 
 /// The simulator's client with `lead_source_system` set up, and the

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use leadsync_domain::PortalId;
-use leadsync_hubspot::{Client, Property, PropertyCreated, PropertyOption};
+use leadsync_hubspot::{Client, PropertyEnsured};
 use leadsync_hubspot_sim::{FaultConfig, Receiver, SimConfig, SubscriptionSpec, UserEdit};
 use leadsync_queue::PushLeadChange;
 use leadsync_store::cursors::{self, CursorKind, RunLock};
@@ -297,30 +297,11 @@ async fn a_window_over_the_result_cap_is_split_and_contacts_without_leads_are_cr
 
 /// Creates the custom property `lead_source_system`, as `leadsync setup` does.
 async fn create_source_property(client: &Client) {
-    let option = |value: &str| PropertyOption {
-        label: value.to_owned(),
-        value: value.to_owned(),
-        hidden: false,
-        display_order: None,
-    };
-    let created = client
-        .create_property(
-            PortalId::new(PORTAL),
-            &Property {
-                name: "lead_source_system".to_owned(),
-                label: "Lead source system".to_owned(),
-                property_type: "enumeration".to_owned(),
-                field_type: "select".to_owned(),
-                group_name: "contactinformation".to_owned(),
-                description: None,
-                options: vec![option("jazzaam")],
-                has_unique_value: None,
-                hubspot_defined: None,
-            },
-        )
+    let ensured = client
+        .ensure_source_property(PortalId::new(PORTAL), "jazzaam")
         .await
         .expect("property created");
-    assert!(matches!(created, PropertyCreated::Created(_)));
+    assert_eq!(ensured, PropertyEnsured::Created);
 }
 
 /// Pushes every pending outbox row, as the relay and the push batcher do.

@@ -1,0 +1,160 @@
+//! Building and running the API server.
+
+use std::net::TcpListener;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use leadsync_queue::{BulkPusher, INBOUND_QUEUE, OUTBOUND_QUEUE};
+use leadsync_runtime::Settings;
+use leadsync_runtime::config::DatabaseSettings;
+use leadsync_store::Store;
+use prometheus::{IntCounterVec, Opts, Registry};
+use secrecy::ExposeSecret as _;
+use sqlx::ConnectOptions as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use utoipa_actix_web::AppExt as _;
+
+use crate::{input, openapi, root_span, routes};
+
+/// What request handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The platform's database.
+    pub store: Store,
+    /// Pushes replayed webhook events back onto the inbound queue.
+    pub inbound: BulkPusher,
+    /// Pushes replayed lead changes back onto the outbound queue.
+    pub outbound: BulkPusher,
+    /// Requests by route and status.
+    pub requests: IntCounterVec,
+    /// The registry `/metrics` exports.
+    pub registry: Registry,
+}
+
+impl AppState {
+    /// State on `store` and the queues of `settings.redis` (connected
+    /// lazily: the API serves leads while Redis is down; only a replay
+    /// needs it).
+    pub fn new(settings: &Settings, store: Store) -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "leadsync_api_requests_total",
+                "REST API requests by route and status",
+            ),
+            &["route", "status"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        Ok(Self {
+            store,
+            inbound: BulkPusher::for_queue(&settings.redis, INBOUND_QUEUE)
+                .context("configuration key `redis.url`")?,
+            outbound: BulkPusher::for_queue(&settings.redis, OUTBOUND_QUEUE)
+                .context("configuration key `redis.url`")?,
+            requests,
+            registry,
+        })
+    }
+}
+
+/// A pool like [`Store::connect`]'s, without sqlx's per-statement log: sqlx
+/// asks `log_enabled!` after every statement, which through tracing-log
+/// leaves stale per-layer filter state behind, and the next event logged on
+/// that thread is dropped (tokio-rs/tracing#2519) — a 500's cause among
+/// them. Slow statements are still logged.
+async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Store> {
+    let options = PgConnectOptions::from_str(settings.url.expose_secret())
+        .map_err(|_| anyhow::anyhow!("configuration key `database.url`: not a Postgres URL"))?
+        .application_name("leadsync-api")
+        .log_statements(tracing::log::LevelFilter::Off);
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.max_connections.max(1))
+        .acquire_timeout(leadsync_store::ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .context("connecting to Postgres (`database.url`)")?;
+    Ok(Store::from_pool(pool))
+}
+
+/// A bound, not yet running API server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Connects to Postgres, binds `api.host:port` (port 0 picks a free one)
+    /// and prepares the server.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let store = connect(&settings.database).await?;
+        let api = &settings.api;
+        let listener = TcpListener::bind((api.host.as_str(), api.port))
+            .with_context(|| format!("binding {}:{}", api.host, api.port))?;
+        Self::build_with(settings, store, listener)
+    }
+
+    /// Like [`Application::build`] with a store and a listener made
+    /// beforehand (tests).
+    pub fn build_with(
+        settings: &Settings,
+        store: Store,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        let api = &settings.api;
+        let state = AppState::new(settings, store)?;
+        let document = web::Data::new(openapi::Document::build()?);
+        let body_limit = api.body_limit_bytes;
+        let port = listener.local_addr()?.port();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .into_utoipa_app()
+                .configure(routes::configure)
+                .into_app()
+                .wrap(from_fn(root_span::observe))
+                .app_data(web::Data::new(state.clone()))
+                .app_data(document.clone())
+                .app_data(input::json_config(body_limit))
+                .app_data(input::query_config())
+                .app_data(input::path_config())
+                .default_service(web::to(routes::not_found))
+        })
+        .shutdown_timeout(api.shutdown_timeout_secs)
+        .keep_alive(Duration::from_secs(75));
+        if api.http_workers > 0 {
+            server = server.workers(api.http_workers);
+        }
+        let server = server.listen(listener)?.run();
+        tracing::info!(port, "API listening");
+        Ok(Self { port, server })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM/SIGINT, then finishes in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    /// A handle to stop the server from elsewhere (tests, embedding).
+    pub fn handle(&self) -> StopHandle {
+        StopHandle(self.server.handle())
+    }
+}
+
+/// Stops a running [`Application`].
+#[derive(Clone)]
+pub struct StopHandle(actix_web::dev::ServerHandle);
+
+impl StopHandle {
+    /// Stops accepting connections; with `graceful`, finishes in-flight requests first.
+    pub async fn stop(&self, graceful: bool) {
+        self.0.stop(graceful).await;
+    }
+}

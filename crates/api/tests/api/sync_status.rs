@@ -1,0 +1,66 @@
+use leadsync_domain::ContactId;
+use leadsync_store::audit::{self, AuditAction, AuditEntry, Direction};
+use serde_json::json;
+
+use crate::helpers::{TestApi, json_of};
+
+#[tokio::test]
+async fn sync_status_answers_why_a_lead_was_skipped() {
+    // Arrange
+    let api = TestApi::spawn().await;
+    let acme = api.tenant("acme", 1001).await;
+    let lead = api
+        .create_lead(&acme, &json!({"email": "ada@acme.io"}))
+        .await;
+    let id: uuid::Uuid = lead["id"].as_str().unwrap().parse().unwrap();
+    let pool = api.db.store.pool();
+    let mut created = AuditEntry::new(Direction::Outbound, AuditAction::Created);
+    created.integration_id = Some(acme.integration.id);
+    created.lead_id = Some(id);
+    created.contact_id = Some(ContactId::new(77));
+    audit::record(pool, &created).await.unwrap();
+    let mut skipped = AuditEntry::new(Direction::Inbound, AuditAction::Skipped);
+    skipped.integration_id = Some(acme.integration.id);
+    skipped.lead_id = Some(id);
+    skipped.contact_id = Some(ContactId::new(77));
+    skipped.event_key = Some("hs:1001:1:2:77:1780000000000:email".to_owned());
+    skipped.reason = Some("echo".to_owned());
+    audit::record(pool, &skipped).await.unwrap();
+
+    // Act
+    let status = json_of(
+        api.get(&format!("/v1/leads/{id}/sync-status"), &acme).await,
+        200,
+    )
+    .await;
+    let short = json_of(
+        api.get(&format!("/v1/leads/{id}/sync-status?history=1"), &acme)
+            .await,
+        200,
+    )
+    .await;
+    let bad = api
+        .get(&format!("/v1/leads/{id}/sync-status?history=0"), &acme)
+        .await;
+
+    // Assert
+    assert_eq!(status["lead_id"], id.to_string());
+    assert_eq!(status["crm_sync_status"], "not_synced");
+    let skip = &status["last_skip"];
+    assert_eq!(skip["action"], "skipped");
+    assert_eq!(skip["reason"], "echo");
+    assert_eq!(skip["direction"], "inbound");
+    assert_eq!(skip["contact_id"], 77);
+    assert_eq!(skip["event_key"], "hs:1001:1:2:77:1780000000000:email");
+    assert!(skip["explanation"].as_str().unwrap().contains("echo"));
+    let actions: Vec<&str> = status["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["skipped", "created"], "newest first");
+    assert_eq!(short["history"].as_array().unwrap().len(), 1);
+    assert_eq!(json_of(bad, 422).await["field"], "history");
+    api.finish().await;
+}

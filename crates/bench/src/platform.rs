@@ -1,0 +1,399 @@
+//! `leadsync-bench platform`: the platform-bulk scenario of design.md §5.
+//!
+//! The platform inserts N new leads in one statement (one multi-row
+//! `INSERT … SELECT`, as a bulk import on the platform would); the outbox
+//! trigger records N lead changes in the same transaction. With worker
+//! replicas running — relay, outbound queue, push batcher, batch upserts
+//! by email under the portal's quota (100 calls per 10 s, enforced by the
+//! simulator and respected by the workers' fleet-wide limiter) — it waits
+//! until every lead has its contact in the simulator and prints:
+//!
+//! - leads inserted, and contacts in the simulator with
+//!   `lead_source_system` set;
+//! - HubSpot calls against ⌈N / 100⌉ (one batch upsert per 100 leads is the
+//!   floor), the most in any rolling 10 s, and 429s, all counted by the
+//!   simulator;
+//! - seconds from the insert's commit to the last contact in the simulator
+//!   (and to the last lead linked in Postgres);
+//! - PASS/FAIL against the targets (≤ 1.1 × the floor in calls, ≤ 15 s).
+//!
+//! Nothing here asserts a time; the run fails if a lead never gets its
+//! contact.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use leadsync_domain::PortalId;
+use leadsync_hubspot::{ClientConfig, Property, PropertyOption, TokenSource};
+use leadsync_hubspot_sim::RateLimitConfig;
+use secrecy::SecretString;
+
+use crate::fleet::{self, Fleet, FleetConfig, PORTAL, Replica, fleet_metric, metric_where};
+
+const UPSERT: &str = "POST /crm/v3/objects/contacts/batch/upsert";
+/// Seconds from the insert's commit to the last contact (design.md §5).
+const TARGET_SECS: f64 = 15.0;
+/// Calls allowed over the floor of one batch upsert per 100 leads.
+const TARGET_CALLS_RATIO: f64 = 1.1;
+
+/// Flags of `leadsync-bench platform`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// New leads inserted on the platform in one statement.
+    #[arg(long, default_value_t = 10_000)]
+    pub leads: u32,
+    /// Worker replicas.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// The portal's quota in calls per 10 s, in the simulator and in the
+    /// workers' settings (HubSpot free/starter: 100).
+    #[arg(long, default_value_t = 100)]
+    pub quota: u32,
+    /// Give up (and fail) after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+    /// Also print, every 500 ms, contacts in the simulator and HubSpot calls.
+    #[arg(long)]
+    pub timeline: bool,
+    /// Log filter of the in-process components.
+    #[arg(long, default_value = "warn")]
+    pub log_filter: String,
+    /// Extra settings (TOML) for the workers, e.g. "[worker]\npush_batch_window_ms = 500".
+    #[arg(long, default_value = "")]
+    pub settings: String,
+    /// Redis of the queues and the rate limiter (the run's keys are deleted afterwards).
+    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
+    pub redis_url: String,
+}
+
+/// What the run measured.
+#[derive(Debug, Clone, Default)]
+pub struct PlatformFigures {
+    /// Worker replicas.
+    pub replicas: usize,
+    /// Leads inserted.
+    pub leads: u64,
+    /// Contacts in the simulator carrying `lead_source_system`.
+    pub tagged_contacts: u64,
+    /// Leads linked to a contact in Postgres at the end.
+    pub linked_leads: i64,
+    /// The insert statement's own time (it commits on return).
+    pub insert_secs: f64,
+    /// From the insert's commit to the last contact in the simulator.
+    pub contacts_secs: f64,
+    /// From the insert's commit to the last lead linked in Postgres.
+    pub linked_secs: f64,
+    /// HubSpot API calls (simulator).
+    pub calls: u64,
+    /// Of which batch upserts.
+    pub upserts: u64,
+    /// Most calls in any rolling 10 s (simulator).
+    pub max_in_10s: u64,
+    /// 429s served (simulator).
+    pub rate_limited: u64,
+    /// Push batches the workers committed and failed.
+    pub batches: (f64, f64),
+    /// Time callers spent waiting for rate-limit permits, summed.
+    pub limiter_wait_secs: f64,
+}
+
+impl PlatformFigures {
+    /// The floor: one batch upsert per 100 leads.
+    pub fn minimum_calls(&self) -> u64 {
+        self.leads.div_ceil(100).max(1)
+    }
+
+    /// The calls target: 10 % over the floor.
+    pub fn target_calls(&self) -> u64 {
+        (self.minimum_calls() as f64 * TARGET_CALLS_RATIO).floor() as u64
+    }
+}
+
+/// Runs the scenario once and prints the figures.
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    anyhow::ensure!(options.leads > 0, "--leads must be at least 1");
+    anyhow::ensure!(options.replicas > 0, "--replicas must be at least 1");
+    let settings = leadsync_runtime::Settings::from_toml(&format!(
+        "[telemetry]\nlog_filter = \"{}\"",
+        options.log_filter
+    ))?;
+    let _telemetry = leadsync_runtime::telemetry::init(&settings.telemetry)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench")
+        .enable_all()
+        .build()?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "leadsync platform benchmark: {cores} cores; {} new leads in one INSERT; {} worker replica(s); quota {} calls per 10 s (simulator and workers)",
+        options.leads, options.replicas, options.quota
+    );
+    let figures = rt.block_on(run_once(options))?;
+    print_figures(&figures);
+    Ok(())
+}
+
+async fn run_once(options: &Options) -> anyhow::Result<PlatformFigures> {
+    let fleet = Fleet::start(&FleetConfig {
+        sim_rate_limit: RateLimitConfig {
+            window_max: options.quota,
+            window_ms: 10_000,
+            ..RateLimitConfig::default()
+        },
+        // Only the platform → HubSpot half is measured.
+        deliver_webhooks: false,
+        subscriptions: Vec::new(),
+        quota: options.quota,
+        redis_url: options.redis_url.clone(),
+        extra_settings: options.settings.clone(),
+        seed: 11,
+    })
+    .await?;
+    let result = async {
+        create_source_property(&fleet).await?;
+        let workers = fleet.start_replicas(options.replicas).await?;
+        let result = measure(&fleet, &workers, options).await;
+        fleet::stop_all(workers).await;
+        result
+    }
+    .await;
+    let finished = fleet.finish().await;
+    let figures = result?;
+    finished?;
+    Ok(figures)
+}
+
+/// Creates the contact property `lead_source_system`, as `leadsync setup`
+/// does, with the value the workers write as an option.
+async fn create_source_property(fleet: &Fleet) -> anyhow::Result<()> {
+    let client = leadsync_hubspot::Client::builder(ClientConfig::new(
+        fleet.sim.base_url().parse().context("simulator URL")?,
+    ))
+    .build()?;
+    // A token of its own, as an operator running `leadsync setup` would have.
+    let token = fleet
+        .sim
+        .control()
+        .add_private_app_token(PORTAL, None)
+        .context("a setup token")?
+        .token;
+    client.set_token_source(
+        PortalId::new(PORTAL),
+        TokenSource::PrivateApp(SecretString::from(token)),
+    );
+    let value = fleet.settings.hubspot.source_system_value.clone();
+    client
+        .create_property(
+            PortalId::new(PORTAL),
+            &Property {
+                name: "lead_source_system".to_owned(),
+                label: "Lead source system".to_owned(),
+                property_type: "enumeration".to_owned(),
+                field_type: "select".to_owned(),
+                group_name: "contactinformation".to_owned(),
+                description: None,
+                options: vec![PropertyOption {
+                    label: value.clone(),
+                    value,
+                    hidden: false,
+                    display_order: None,
+                }],
+                has_unique_value: None,
+                hubspot_defined: None,
+            },
+        )
+        .await
+        .context("creating the property lead_source_system in the simulator")?;
+    Ok(())
+}
+
+/// The platform's bulk insert: one statement, one transaction.
+async fn insert_leads(fleet: &Fleet, n: u32) -> anyhow::Result<u64> {
+    let done = sqlx::query(
+        "INSERT INTO leads (integration_id, email, first_name, last_name, company, job_title, phone) \
+         SELECT $1, 'lead' || g || '@platform.example.com', 'First' || g, 'Last' || g, \
+                'Company ' || (g % 500), 'Engineer', '+1555' || lpad(g::text, 7, '0') \
+         FROM generate_series(1, $2) AS g",
+    )
+    .bind(fleet.integration)
+    .bind(i32::try_from(n)?)
+    .execute(fleet.db.store.pool())
+    .await
+    .context("inserting the leads")?;
+    Ok(done.rows_affected())
+}
+
+async fn measure(
+    fleet: &Fleet,
+    workers: &[Replica],
+    options: &Options,
+) -> anyhow::Result<PlatformFigures> {
+    let timeout = Duration::from_secs(options.timeout_secs);
+    let control = fleet.sim.control().clone();
+    let n = u64::from(options.leads);
+    control.reset_stats();
+    let contacts_now = |c: &leadsync_hubspot_sim::Control| {
+        c.stats().portals.get(&PORTAL).map_or(0, |p| p.contacts)
+    };
+    let timeline = options.timeline.then(|| Timeline::start(control.clone()));
+
+    let started = Instant::now();
+    let inserted = insert_leads(fleet, options.leads).await?;
+    // The statement ran in its own transaction: it has committed now.
+    let committed = Instant::now();
+    anyhow::ensure!(inserted == n, "inserted {inserted} leads, not {n}");
+
+    let (contacts_done, linked_done) = tokio::join!(
+        fleet::poll(Duration::from_millis(10), timeout, async || {
+            Ok((contacts_now(&control) >= n).then(Instant::now))
+        }),
+        fleet::poll(Duration::from_millis(50), timeout, async || {
+            Ok((fleet.linked_leads().await? >= i64::try_from(n)?).then(Instant::now))
+        }),
+    );
+    if let Some(timeline) = timeline {
+        timeline.stop_and_print(committed).await;
+    }
+    let Some(contacts_done) = contacts_done? else {
+        anyhow::bail!(
+            "FAIL: {} s after the insert, {} of {n} contacts are in the simulator",
+            options.timeout_secs,
+            contacts_now(&control)
+        );
+    };
+    let Some(linked_done) = linked_done? else {
+        anyhow::bail!(
+            "FAIL: {} s after the insert, {} of {n} leads are linked to a contact",
+            options.timeout_secs,
+            fleet.linked_leads().await?
+        );
+    };
+
+    let source = fleet.settings.hubspot.source_system_value.clone();
+    let reader = control.clone();
+    let records = tokio::task::spawn_blocking(move || reader.contacts(PORTAL)).await??;
+    let tagged = records
+        .iter()
+        .filter(|c| c.properties.get("lead_source_system") == Some(&source))
+        .count() as u64;
+    let stats = control.stats();
+    let portal = stats.portals.get(&PORTAL).cloned().unwrap_or_default();
+    let mut texts = Vec::with_capacity(workers.len());
+    for w in workers {
+        texts.push(w.metrics().await?);
+    }
+    Ok(PlatformFigures {
+        replicas: workers.len(),
+        leads: n,
+        tagged_contacts: tagged,
+        linked_leads: fleet.linked_leads().await?,
+        insert_secs: committed.duration_since(started).as_secs_f64(),
+        contacts_secs: contacts_done.duration_since(committed).as_secs_f64(),
+        linked_secs: linked_done.duration_since(committed).as_secs_f64(),
+        calls: portal.api_calls,
+        upserts: stats.calls(UPSERT),
+        max_in_10s: portal.max_calls_in_10s,
+        rate_limited: portal.rate_limited,
+        batches: (
+            metric_where(&texts, "leadsync_worker_push_batches_total", "committed"),
+            metric_where(&texts, "leadsync_worker_push_batches_total", "failed"),
+        ),
+        limiter_wait_secs: fleet_metric(&texts, "leadsync_hubspot_limiter_wait_seconds_sum"),
+    })
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "FAIL" }
+}
+
+fn print_figures(f: &PlatformFigures) {
+    println!(
+        "leads inserted: {} (one INSERT, {:.2} s); contacts in the simulator with lead_source_system set: {}; leads linked in Postgres: {}",
+        f.leads, f.insert_secs, f.tagged_contacts, f.linked_leads
+    );
+    println!(
+        "HubSpot calls: {} ({} batch upserts) vs ceil({}/100) = {}: {:.2}x; max in any 10 s: {}; 429s: {}",
+        f.calls,
+        f.upserts,
+        f.leads,
+        f.minimum_calls(),
+        f.calls as f64 / f.minimum_calls() as f64,
+        f.max_in_10s,
+        f.rate_limited
+    );
+    println!(
+        "insert commit -> last contact in the simulator: {:.2} s; -> last lead linked in Postgres: {:.2} s",
+        f.contacts_secs, f.linked_secs
+    );
+    println!(
+        "workers: {:.0} push batches committed, {:.0} failed; {:.1} s waited for rate-limit permits in all",
+        f.batches.0, f.batches.1, f.limiter_wait_secs
+    );
+    let all_there = f.tagged_contacts == f.leads;
+    println!(
+        "{}: every lead is a contact with lead_source_system set ({} of {})",
+        verdict(all_there),
+        f.tagged_contacts,
+        f.leads
+    );
+    println!(
+        "{}: HubSpot calls {} <= {}",
+        verdict(f.calls <= f.target_calls()),
+        f.calls,
+        f.target_calls()
+    );
+    println!(
+        "{}: insert commit -> last contact {:.2} s <= {TARGET_SECS:.0} s",
+        verdict(f.contacts_secs <= TARGET_SECS),
+        f.contacts_secs
+    );
+    println!(
+        "{}: 429s {} = 0",
+        verdict(f.rate_limited == 0),
+        f.rate_limited
+    );
+}
+
+/// Samples taken every 500 ms while a run goes on, for diagnosis.
+struct Timeline {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<(Instant, u64, u64, u64)>>,
+}
+
+impl Timeline {
+    fn start(control: leadsync_hubspot_sim::Control) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let stats = control.stats();
+                let portal = stats.portals.get(&PORTAL).cloned().unwrap_or_default();
+                samples.push((
+                    Instant::now(),
+                    portal.contacts,
+                    portal.api_calls,
+                    portal.rate_limited,
+                ));
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+            samples
+        });
+        Self { stop, task }
+    }
+
+    async fn stop_and_print(self, committed: Instant) {
+        let _ = self.stop.send(());
+        let Ok(samples) = self.task.await else {
+            return;
+        };
+        println!("timeline (s since the insert committed: contacts, HubSpot calls, 429s):");
+        for (at, contacts, calls, limited) in samples {
+            let secs = at.saturating_duration_since(committed).as_secs_f64()
+                - committed.saturating_duration_since(at).as_secs_f64();
+            println!("  {secs:6.1}  {contacts:6}  {calls:4}  {limited:3}");
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! `leadsync connect`: connects a HubSpot account to an integration, through
+//! the public app's OAuth install or with a private app's access token, and
+//! stores the tokens encrypted at rest (docs/setup.md).
+//!
+//! Connecting the same HubSpot account again renews its tokens: one account
+//! is one integration (the `integrations` table is unique per portal).
+
+use std::fmt;
+use std::io::{BufRead, IsTerminal as _};
+
+use anyhow::Context as _;
+use leadsync_domain::{AppId, PortalId};
+use leadsync_hubspot::{Client, ClientConfig, HubSpotError, OAuthApp, TokenSource};
+use leadsync_runtime::{ConfigError, Settings};
+use leadsync_store::integrations::{self, AuthMode, NewIntegration, Tokens};
+use leadsync_store::{Integration, IntegrationSettings, Store, TokenCipher};
+use secrecy::{ExposeSecret as _, SecretString};
+
+/// The authorization URL to open, and the `state` HubSpot hands back with the
+/// code.
+#[derive(Debug, Clone)]
+pub struct AuthorizeLink {
+    /// `https://app.hubspot.com/oauth/authorize?client_id=…&redirect_uri=…&scope=…&state=…`.
+    pub url: String,
+    /// A fresh random value; the redirect must carry the same one.
+    pub state: String,
+}
+
+/// Whether connecting created the integration or renewed its tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    /// A new integration.
+    Created,
+    /// The account was connected already: its tokens were replaced.
+    Renewed,
+}
+
+/// A connected account.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    /// The integration, as stored.
+    pub integration: Integration,
+    /// Created or renewed.
+    pub outcome: ConnectOutcome,
+}
+
+impl fmt::Display for Connected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.integration;
+        let verb = match self.outcome {
+            ConnectOutcome::Created => "connected",
+            ConnectOutcome::Renewed => "already connected; its tokens were renewed",
+        };
+        let mode = match i.auth_mode {
+            AuthMode::OAuth => "OAuth",
+            AuthMode::PrivateApp => "private-app token",
+        };
+        write!(
+            f,
+            "integration `{}`: HubSpot account {} {verb} ({mode}, stored encrypted). Next: leadsync setup --integration {}",
+            i.name, i.portal_id, i.name
+        )
+    }
+}
+
+/// `leadsync connect …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Prints the URL that installs the app in a HubSpot account.
+    OauthUrl {
+        /// The integration's name.
+        #[arg(long)]
+        integration: String,
+    },
+    /// Exchanges the code HubSpot sent to the redirect URL for tokens and
+    /// stores them encrypted.
+    Oauth {
+        /// The integration's name.
+        #[arg(long)]
+        integration: String,
+        /// The `code` of the redirect (single-use, short-lived).
+        #[arg(long)]
+        code: String,
+    },
+    /// Checks a private app's access token, read from standard input (never
+    /// from the command line), and stores it encrypted.
+    PrivateApp {
+        /// The integration's name.
+        #[arg(long)]
+        integration: String,
+        /// The HubSpot account (portal) id.
+        #[arg(long)]
+        portal: u64,
+    },
+}
+
+/// Runs a `connect` command and prints its outcome.
+///
+/// # Errors
+/// See [`oauth_url`], [`oauth`] and [`private_app`].
+pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::OauthUrl { integration } => {
+            let link = oauth_url(settings, &integration)?;
+            println!("Open this URL as a super admin of the HubSpot account and approve the app:");
+            println!("{}", link.url);
+            println!(
+                "HubSpot then redirects to {}?code=...&state=...; check that state is {}, then run:",
+                settings.hubspot.redirect_uri, link.state
+            );
+            println!("  leadsync connect oauth --integration {integration} --code CODE");
+        }
+        Command::Oauth { integration, code } => {
+            println!("{}", oauth(settings, &integration, &code).await?);
+        }
+        Command::PrivateApp {
+            integration,
+            portal,
+        } => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!("Paste the private app's access token, then press Enter:");
+            }
+            let token = read_token(stdin.lock())?;
+            println!(
+                "{}",
+                private_app(settings, &integration, PortalId::new(portal), token).await?
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a name the `integrations` table would refuse, before anything is
+/// spent (an authorization code works once).
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.len() <= 63;
+    anyhow::ensure!(
+        valid,
+        "invalid integration name `{name}`: use 1 to 63 lowercase letters, digits, `-` and `_`, starting with a letter or digit"
+    );
+    Ok(())
+}
+
+/// The public app's OAuth credentials from the configuration.
+fn oauth_app(settings: &Settings) -> Result<OAuthApp, ConfigError> {
+    let hubspot = &settings.hubspot;
+    if hubspot.client_id.is_empty() {
+        return Err(ConfigError::invalid(
+            "hubspot.client_id",
+            "is required for OAuth: the public app's client id",
+        ));
+    }
+    let secret = hubspot.oauth_client_secret().ok_or_else(|| {
+        ConfigError::invalid(
+            "hubspot.client_secrets",
+            "is required for OAuth: the first one is the app's current client secret",
+        )
+    })?;
+    Ok(OAuthApp {
+        client_id: hubspot.client_id.clone(),
+        client_secret: secret.clone(),
+    })
+}
+
+/// A HubSpot client for one-off operator commands: the configured API and,
+/// when configured, the OAuth app.
+pub(crate) fn client_config(settings: &Settings) -> anyhow::Result<ClientConfig> {
+    let base_url = settings
+        .hubspot
+        .api_base_url
+        .parse()
+        .map_err(|e| ConfigError::invalid("hubspot.api_base_url", format!("not a URL: {e}")))?;
+    let mut config = ClientConfig::new(base_url);
+    config.oauth_app = oauth_app(settings).ok();
+    Ok(config)
+}
+
+/// The cipher sealing tokens at rest.
+pub(crate) fn cipher(settings: &Settings) -> anyhow::Result<TokenCipher> {
+    let key = settings.hubspot.require_token_encryption_key()?;
+    TokenCipher::from_base64_key(key)
+        .map_err(|e| ConfigError::invalid("hubspot.token_encryption_key", e.to_string()).into())
+}
+
+/// Connects to the platform's database.
+pub(crate) async fn store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::connect(&settings.database)
+        .await
+        .context("connecting to Postgres (database.url)")
+}
+
+/// `connect oauth-url`: the URL a HubSpot super admin of the account opens to
+/// install the app. HubSpot then redirects to `hubspot.redirect_uri` with
+/// `?code=…&state=…`.
+///
+/// # Errors
+/// An invalid name, or `hubspot.client_id` / `hubspot.redirect_uri` unset.
+pub fn oauth_url(settings: &Settings, integration: &str) -> anyhow::Result<AuthorizeLink> {
+    check_name(integration)?;
+    let app = oauth_app(settings)?;
+    let redirect = settings.hubspot.require_redirect_uri()?;
+    let state = format!("{:032x}", rand::random::<u128>());
+    let url =
+        leadsync_hubspot::authorize_url(&app.client_id, redirect, &settings.hubspot.scopes, &state);
+    Ok(AuthorizeLink {
+        url: url.into(),
+        state,
+    })
+}
+
+/// `connect oauth`: exchanges the authorization code, asks HubSpot which
+/// account (and app) the token belongs to, and stores the integration with
+/// its tokens encrypted. The same account connected again keeps its
+/// integration and gets the new tokens.
+///
+/// # Errors
+/// A refused or already used code, a token of another app than
+/// `hubspot.app_id`, an account connected under another name, missing
+/// configuration, or an unreachable database.
+pub async fn oauth(
+    settings: &Settings,
+    integration: &str,
+    code: &str,
+) -> anyhow::Result<Connected> {
+    check_name(integration)?;
+    let cipher = cipher(settings)?;
+    let redirect = settings.hubspot.require_redirect_uri()?;
+    oauth_app(settings)?;
+    let store = store(settings).await?;
+    let client = Client::builder(client_config(settings)?).build()?;
+    let tokens = client
+        .exchange_code(code.trim(), redirect)
+        .await
+        .map_err(|e| match e {
+            HubSpotError::ReauthorizationRequired { status } => anyhow::anyhow!(
+                "HubSpot refused the authorization code ({}): codes work once and expire quickly; open a new `leadsync connect oauth-url`",
+                status.as_deref().unwrap_or("invalid_grant")
+            ),
+            other => anyhow::Error::new(other).context("exchanging the authorization code"),
+        })?;
+    let info = client
+        .access_token_info(&tokens.access_token)
+        .await
+        .context("asking HubSpot which account the new token belongs to")?;
+    if let Some(hub) = tokens.portal {
+        anyhow::ensure!(
+            hub == info.portal,
+            "HubSpot gave two account ids for one token ({hub} and {})",
+            info.portal
+        );
+    }
+    let configured = settings.hubspot.app_id;
+    if let Some(app) = info.app_id {
+        anyhow::ensure!(
+            configured == 0 || app.get() == configured,
+            "the token belongs to HubSpot app {app}, but hubspot.app_id is {configured}"
+        );
+    }
+    let result = save(
+        &store,
+        &cipher,
+        Account {
+            name: integration,
+            portal: info.portal,
+            app_id: info
+                .app_id
+                .or((configured != 0).then_some(AppId::new(configured))),
+            mode: AuthMode::OAuth,
+        },
+        &Tokens {
+            access: tokens.access_token,
+            refresh: Some(tokens.refresh_token),
+            expires_at: Some(tokens.expires_at),
+        },
+    )
+    .await;
+    store.close().await;
+    result
+}
+
+/// Reads a private-app token: the first non-blank line of `input`.
+///
+/// # Errors
+/// Nothing but blanks, or a read failure.
+pub fn read_token(input: impl BufRead) -> anyhow::Result<SecretString> {
+    for line in input.lines() {
+        let line = SecretString::from(line.context("reading the token from standard input")?);
+        let token = line.expose_secret().trim();
+        if !token.is_empty() {
+            return Ok(SecretString::from(token.to_owned()));
+        }
+    }
+    anyhow::bail!("no token on standard input: paste the private app's access token, or pipe it in")
+}
+
+/// `connect private-app`: checks the token with one cheap read (the first
+/// contact id of the account) and stores it encrypted. A token HubSpot
+/// refuses stores nothing.
+///
+/// HubSpot has no call that names the account of a private-app token, so
+/// `portal` is taken as given: a wrong one shows as webhook events of an
+/// unknown portal (dead-lettered as `unknown_portal`).
+///
+/// # Errors
+/// A refused token, a token without contact read access, an account
+/// connected under another name or through OAuth, missing configuration.
+pub async fn private_app(
+    settings: &Settings,
+    integration: &str,
+    portal: PortalId,
+    token: SecretString,
+) -> anyhow::Result<Connected> {
+    check_name(integration)?;
+    anyhow::ensure!(portal.get() > 0, "--portal must be a HubSpot account id");
+    let cipher = cipher(settings)?;
+    let client = Client::builder(client_config(settings)?).build()?;
+    client.set_token_source(portal, TokenSource::PrivateApp(token.clone()));
+    client
+        .list_contacts(portal, None, 1, &["hs_object_id"])
+        .await
+        .map_err(|e| match e {
+            HubSpotError::Unauthorized { .. } | HubSpotError::TokenExpired => anyhow::anyhow!(
+                "HubSpot refused the private-app token (401): check that it was copied whole and that the private app is still installed; nothing was stored"
+            ),
+            HubSpotError::Permanent { status: 403, .. } => anyhow::anyhow!(
+                "HubSpot accepted the token but refused to list contacts (403): give the private app the scopes crm.objects.contacts.read and .write, crm.schemas.contacts.read and .write; nothing was stored"
+            ),
+            other => anyhow::Error::new(other)
+                .context("checking the private-app token with HubSpot; nothing was stored"),
+        })?;
+    let store = store(settings).await?;
+    let result = save(
+        &store,
+        &cipher,
+        Account {
+            name: integration,
+            portal,
+            app_id: None,
+            mode: AuthMode::PrivateApp,
+        },
+        &Tokens {
+            access: token,
+            refresh: None,
+            expires_at: None,
+        },
+    )
+    .await;
+    store.close().await;
+    result
+}
+
+/// Who is being connected.
+struct Account<'a> {
+    name: &'a str,
+    portal: PortalId,
+    app_id: Option<AppId>,
+    mode: AuthMode,
+}
+
+/// Creates the integration with its tokens in one transaction, or renews the
+/// tokens of the account's integration.
+async fn save(
+    store: &Store,
+    cipher: &TokenCipher,
+    account: Account<'_>,
+    tokens: &Tokens,
+) -> anyhow::Result<Connected> {
+    let pool = store.pool();
+    let Account {
+        name,
+        portal,
+        app_id,
+        mode,
+    } = account;
+    if let Some(existing) = integrations::by_portal(pool, portal).await? {
+        anyhow::ensure!(
+            existing.name == name,
+            "HubSpot account {portal} is already connected as integration `{}`; to renew its credentials, connect again with --integration {}",
+            existing.name,
+            existing.name
+        );
+        anyhow::ensure!(
+            existing.auth_mode == mode,
+            "integration `{name}` is connected with {}; it cannot switch to {} in place",
+            mode_label(existing.auth_mode),
+            mode_label(mode)
+        );
+        integrations::store_tokens(pool, existing.id, cipher, tokens).await?;
+        let integration = integrations::get(pool, existing.id)
+            .await?
+            .context("the integration disappeared while its tokens were renewed")?;
+        return Ok(Connected {
+            integration,
+            outcome: ConnectOutcome::Renewed,
+        });
+    }
+    if let Some(other) = integrations::by_name(pool, name).await? {
+        anyhow::bail!(
+            "integration `{name}` is already connected to HubSpot account {}; choose another name",
+            other.portal_id
+        );
+    }
+    let mut tx = store.begin().await?;
+    let integration = integrations::create(
+        &mut *tx,
+        &NewIntegration {
+            name: name.to_owned(),
+            portal_id: portal,
+            app_id,
+            auth_mode: mode,
+            settings: IntegrationSettings::default(),
+        },
+    )
+    .await
+    .with_context(|| format!("creating integration `{name}`"))?;
+    integrations::store_tokens(&mut *tx, integration.id, cipher, tokens).await?;
+    tx.commit()
+        .await
+        .context("committing the new integration")?;
+    // Read back after the commit: the tokens changed `updated_at`.
+    let integration = integrations::get(pool, integration.id)
+        .await?
+        .context("the new integration is missing")?;
+    Ok(Connected {
+        integration,
+        outcome: ConnectOutcome::Created,
+    })
+}
+
+fn mode_label(mode: AuthMode) -> &'static str {
+    match mode {
+        AuthMode::OAuth => "OAuth",
+        AuthMode::PrivateApp => "a private-app token",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_tables_rule() {
+        assert!(check_name("acme").is_ok());
+        assert!(check_name("acme-eu_2").is_ok());
+        assert!(check_name("0acme").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("-acme").is_err());
+        assert!(check_name("Acme").is_err());
+        assert!(check_name("a/b").is_err());
+        assert!(check_name(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn the_token_is_the_first_non_blank_line() {
+        let token = read_token("\n  pat-na1-abc  \nmore\n".as_bytes()).expect("a token");
+        assert_eq!(token.expose_secret(), "pat-na1-abc");
+        assert!(read_token(" \n\n".as_bytes()).is_err());
+    }
+}

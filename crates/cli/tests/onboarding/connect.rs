@@ -1,0 +1,176 @@
+//! `leadsync connect`: the authorization URL, the OAuth code exchange and
+//! private-app tokens, stored encrypted at rest.
+
+use std::collections::HashMap;
+
+use leadsync_cli::connect::{self, ConnectOutcome};
+use leadsync_domain::{AppId, PortalId};
+use leadsync_runtime::Settings;
+use leadsync_store::integrations::{self, AuthMode};
+use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::helpers::{Env, PORTAL, PRIVATE_TOKEN, REDIRECT_URI, plain_forms};
+
+#[test]
+fn the_oauth_url_names_the_client_the_redirect_the_scopes_and_a_fresh_state() {
+    // Arrange
+    let settings = Settings::from_toml(&format!(
+        "[hubspot]\nclient_id = \"my-client\"\nclient_secrets = [\"s\"]\nredirect_uri = \"{REDIRECT_URI}\""
+    ))
+    .expect("valid settings");
+
+    // Act
+    let first = connect::oauth_url(&settings, "acme").expect("a URL");
+    let second = connect::oauth_url(&settings, "acme").expect("a URL");
+    let unnamed = connect::oauth_url(&settings, "Not A Name");
+    let no_redirect = connect::oauth_url(
+        &Settings::from_toml("[hubspot]\nclient_id = \"my-client\"\nclient_secrets = [\"s\"]")
+            .expect("valid settings"),
+        "acme",
+    );
+
+    // Assert
+    let url = url::Url::parse(&first.url).expect("a valid URL");
+    assert_eq!(
+        url.as_str().split('?').next(),
+        Some("https://app.hubspot.com/oauth/authorize")
+    );
+    let query: HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(query["client_id"], "my-client");
+    assert_eq!(query["redirect_uri"], REDIRECT_URI);
+    assert_eq!(
+        query["scope"],
+        "oauth crm.objects.contacts.read crm.objects.contacts.write crm.schemas.contacts.read crm.schemas.contacts.write"
+    );
+    assert_eq!(query["state"], first.state);
+    assert_eq!(first.state.len(), 32);
+    assert_ne!(first.state, second.state, "a fresh state each time");
+    assert!(unnamed.is_err());
+    let message = no_redirect.expect_err("no redirect URI").to_string();
+    assert!(message.contains("hubspot.redirect_uri"), "{message}");
+}
+
+#[tokio::test]
+async fn a_code_exchange_stores_encrypted_tokens_and_reconnecting_renews_them() {
+    // Arrange
+    let env = Env::new().await;
+    let pool = env.db.store.pool();
+    let first_code = env.authorize();
+
+    // Act
+    let first = connect::oauth(&env.settings, "acme", &first_code)
+        .await
+        .expect("connected");
+    let first_tokens = integrations::tokens(pool, first.integration.id, &env.cipher)
+        .await
+        .expect("read")
+        .expect("stored");
+    let first_row = env.raw_row(first.integration.id).await;
+    let reused = connect::oauth(&env.settings, "acme", &first_code).await;
+    let again = connect::oauth(&env.settings, "acme", &env.authorize())
+        .await
+        .expect("connected again");
+    let other_name = connect::oauth(&env.settings, "acme-2", &env.authorize()).await;
+
+    // Assert
+    assert_eq!(first.outcome, ConnectOutcome::Created);
+    let integration = &first.integration;
+    assert_eq!(integration.name, "acme");
+    assert_eq!(integration.portal_id, PortalId::new(PORTAL));
+    assert_eq!(integration.app_id, Some(AppId::new(1_160_452)));
+    assert_eq!(integration.auth_mode, AuthMode::OAuth);
+    assert!(integration.token_expires_at.is_some());
+    // The stored token is the one HubSpot issued for this account…
+    let info = env
+        .client()
+        .access_token_info(&first_tokens.access)
+        .await
+        .expect("a live token");
+    assert_eq!(info.portal, PortalId::new(PORTAL));
+    let refresh = first_tokens.refresh.as_ref().expect("a refresh token");
+    // …and the row holds neither token in clear.
+    for secret in [first_tokens.access.expose_secret(), refresh.expose_secret()] {
+        for form in plain_forms(secret) {
+            assert!(!first_row.contains(&form), "a token is stored in clear");
+        }
+    }
+    let message = reused.expect_err("a code works once").to_string();
+    assert!(
+        message.contains("refused the authorization code"),
+        "{message}"
+    );
+    assert_eq!(again.outcome, ConnectOutcome::Renewed);
+    assert_eq!(again.integration.id, integration.id);
+    let renewed = integrations::tokens(pool, integration.id, &env.cipher)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_ne!(
+        renewed.access.expose_secret(),
+        first_tokens.access.expose_secret()
+    );
+    let message = other_name
+        .expect_err("one account, one integration")
+        .to_string();
+    assert!(
+        message.contains("already connected as integration `acme`"),
+        "{message}"
+    );
+    let all = integrations::list(pool).await.expect("listed");
+    assert_eq!(all.len(), 1, "{all:?}");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_private_app_token_is_checked_then_stored_encrypted_and_a_bad_one_stores_nothing() {
+    // Arrange
+    let env = Env::new().await;
+    let pool = env.db.store.pool();
+    let portal = PortalId::new(PORTAL);
+    let piped = connect::read_token(format!("{PRIVATE_TOKEN}\n").as_bytes()).expect("a token");
+
+    // Act
+    let bad = connect::private_app(
+        &env.settings,
+        "acme",
+        portal,
+        SecretString::from("pat-na1-not-a-real-token"),
+    )
+    .await;
+    let after_bad = integrations::list(pool).await.expect("listed");
+    let good = connect::private_app(&env.settings, "acme", portal, piped)
+        .await
+        .expect("connected");
+    let again = connect::private_app(
+        &env.settings,
+        "acme",
+        portal,
+        SecretString::from(PRIVATE_TOKEN),
+    )
+    .await
+    .expect("connected again");
+
+    // Assert
+    let message = bad.expect_err("a refused token").to_string();
+    assert!(
+        message.contains("refused the private-app token") && message.contains("nothing was stored"),
+        "{message}"
+    );
+    assert!(after_bad.is_empty(), "{after_bad:?}");
+    assert_eq!(good.outcome, ConnectOutcome::Created);
+    assert_eq!(good.integration.auth_mode, AuthMode::PrivateApp);
+    assert_eq!(good.integration.portal_id, portal);
+    let stored = integrations::tokens(pool, good.integration.id, &env.cipher)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(stored.access.expose_secret(), PRIVATE_TOKEN);
+    assert!(stored.refresh.is_none());
+    let row = env.raw_row(good.integration.id).await;
+    for form in plain_forms(PRIVATE_TOKEN) {
+        assert!(!row.contains(&form), "the token is stored in clear");
+    }
+    assert_eq!(again.outcome, ConnectOutcome::Renewed);
+    assert_eq!(integrations::list(pool).await.expect("listed").len(), 1);
+    env.finish().await;
+}
