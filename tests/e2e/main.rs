@@ -9,3 +9,4 @@ mod chain;
 mod helpers;
 mod inbound;
 mod ingester;
+mod two_way;

@@ -1,0 +1,232 @@
+//! Both directions at once: the platform and a CRM user editing the same
+//! records, through the whole chain (simulator → ingester → queue → worker →
+//! Postgres, and Postgres → outbox → relay → queue → push worker → simulator).
+
+use std::collections::BTreeMap;
+
+use leadsync_domain::PortalId;
+use leadsync_hubspot::{Client, ClientConfig, TokenSource};
+use leadsync_store::leads::{self, LeadFields, NewLead};
+use leadsync_store::{Lead, LeadColumn};
+use uuid::Uuid;
+
+use crate::chain::{PORTAL, TOKEN, World, eventually};
+
+/// The value leadsync writes to `lead_source_system` (the default setting).
+const SOURCE: &str = "jazzaam";
+const BATCH_UPDATE: &str = "POST /crm/v3/objects/contacts/batch/update";
+const BATCH_UPSERT: &str = "POST /crm/v3/objects/contacts/batch/upsert";
+
+/// Creates `lead_source_system` in the simulated account, as `leadsync
+/// setup` does before any lead is pushed.
+async fn set_up_hubspot(world: &World) {
+    let client = Client::builder(ClientConfig::new(
+        world.sim.base_url().parse().expect("valid URL"),
+    ))
+    .build()
+    .expect("client builds");
+    client.set_token_source(PortalId::new(PORTAL), TokenSource::PrivateApp(TOKEN.into()));
+    client
+        .ensure_source_property(PortalId::new(PORTAL), SOURCE)
+        .await
+        .expect("the property exists");
+}
+
+/// A lead written by the platform with plain SQL through the store (the
+/// outbox trigger sees it like any platform write).
+async fn platform_creates(world: &World, values: &[(LeadColumn, &str)]) -> Lead {
+    let mut fields = LeadFields::default();
+    for (column, value) in values {
+        fields.set(*column, Some((*value).to_owned()));
+    }
+    leads::create(
+        world.db.store.pool(),
+        world.integration.id,
+        &NewLead {
+            fields,
+            source_system: None,
+        },
+    )
+    .await
+    .expect("lead created")
+}
+
+async fn platform_edits(world: &World, lead: Uuid, column: LeadColumn, value: &str) {
+    leads::update(
+        world.db.store.pool(),
+        world.integration.id,
+        lead,
+        &BTreeMap::from([(column, Some(value.to_owned()))]),
+    )
+    .await
+    .expect("lead query")
+    .expect("the lead exists");
+}
+
+/// Waits until the contact's `property` is `value` in HubSpot.
+async fn contact_has(world: &World, contact: u64, property: &str, value: &str) {
+    eventually(
+        &format!("contact {contact} {property} = {value}"),
+        async || {
+            let record = world
+                .sim
+                .control()
+                .contact(PORTAL, contact)
+                .map_err(|e| e.to_string())?;
+            match record.properties.get(property) {
+                Some(v) if v == value => Ok(()),
+                other => Err(format!("{property} = {other:?}")),
+            }
+        },
+    )
+    .await;
+}
+
+/// Waits until the relay has moved every lead change and the push worker
+/// has nothing left, then until HubSpot has delivered every webhook.
+async fn settle_both_ways(world: &World) {
+    eventually("the outbox to drain", async || {
+        match world.outbox_backlog().await {
+            0 => Ok(()),
+            n => Err(format!("{n} lead changes waiting")),
+        }
+    })
+    .await;
+    world.settle().await;
+}
+
+#[tokio::test]
+async fn fifty_rounds_of_alternating_edits_end_equal_without_echo_writes() {
+    let world = World::start().await;
+    set_up_hubspot(&world).await;
+    let contact = world.create_contact(&[
+        ("email", "ada@example.com"),
+        ("firstname", "Ada"),
+        ("jobtitle", "crm-0"),
+    ]);
+    let lead = world
+        .lead_when(contact, "the contact's lead", |l| {
+            l.fields.get(LeadColumn::JobTitle) == Some("crm-0")
+        })
+        .await;
+    world.settle().await;
+    let updates_before = world.stats().calls(BATCH_UPDATE);
+
+    let rounds = 50;
+    let mut platform_rounds = 0;
+    for round in 1..=rounds {
+        let value = if round % 2 == 1 {
+            let value = format!("crm-{round}");
+            world.edit_contact(contact, &[("jobtitle", &value)]);
+            world
+                .lead_when(contact, &format!("round {round}: the CRM edit"), |l| {
+                    l.fields.get(LeadColumn::JobTitle) == Some(value.as_str())
+                })
+                .await;
+            value
+        } else {
+            let value = format!("platform-{round}");
+            platform_edits(&world, lead.id, LeadColumn::JobTitle, &value).await;
+            platform_rounds += 1;
+            contact_has(&world, contact, "jobtitle", &value).await;
+            value
+        };
+        // The next edit starts only once this one has been seen on both
+        // sides, echo included, so that each round is a fresh change.
+        settle_both_ways(&world).await;
+        let now = world.lead(contact).await.expect("still linked");
+        assert_eq!(
+            now.fields.get(LeadColumn::JobTitle),
+            Some(value.as_str()),
+            "round {round}: an echo or a stale write changed the lead back"
+        );
+    }
+
+    let contact_now = world
+        .sim
+        .control()
+        .contact(PORTAL, contact)
+        .expect("contact");
+    let lead_now = world.lead(contact).await.expect("lead");
+    let last = format!("platform-{rounds}");
+    assert_eq!(contact_now.properties.get("jobtitle"), Some(&last));
+    assert_eq!(
+        lead_now.fields.get(LeadColumn::JobTitle),
+        Some(last.as_str())
+    );
+    let writes = world.stats().calls(BATCH_UPDATE) - updates_before;
+    assert_eq!(
+        writes, platform_rounds,
+        "one HubSpot write per platform edit: CRM edits must not be written back"
+    );
+    assert_eq!(world.stats().calls(BATCH_UPSERT), 0, "the contact existed");
+    world.finish().await;
+}
+
+#[tokio::test]
+async fn the_same_email_created_on_both_sides_at_once_is_one_lead_and_one_contact() {
+    let world = World::start().await;
+    set_up_hubspot(&world).await;
+    // The CRM user's contact and the platform's lead, with no wait between.
+    let (contact, _lead) = tokio::join!(
+        async {
+            world.create_contact(&[
+                ("email", "grace@example.com"),
+                ("firstname", "Grace"),
+                ("jobtitle", "Admiral"),
+            ])
+        },
+        platform_creates(
+            &world,
+            &[
+                (LeadColumn::Email, "Grace@Example.com"),
+                (LeadColumn::FirstName, "Grace"),
+                (LeadColumn::Phone, "+1 555 0100"),
+            ],
+        ),
+    );
+    world
+        .lead_when(contact, "the lead linked to the contact", |_| true)
+        .await;
+    settle_both_ways(&world).await;
+
+    let contacts: Vec<_> = world
+        .sim
+        .control()
+        .contacts(PORTAL)
+        .expect("contacts")
+        .into_iter()
+        .filter(|c| {
+            c.properties
+                .get("email")
+                .is_some_and(|e| e.eq_ignore_ascii_case("grace@example.com"))
+        })
+        .collect();
+    assert_eq!(contacts.len(), 1, "one contact: {contacts:#?}");
+    assert_eq!(contacts[0].id, contact);
+    let leads: Vec<Lead> = world
+        .leads()
+        .await
+        .into_iter()
+        .filter(|l| {
+            l.fields
+                .get(LeadColumn::Email)
+                .is_some_and(|e| e.eq_ignore_ascii_case("grace@example.com"))
+        })
+        .collect();
+    assert_eq!(leads.len(), 1, "one lead: {leads:#?}");
+    assert_eq!(
+        leads[0].crm_id.map(|c| c.get()),
+        Some(contact),
+        "the lead is linked to the CRM user's contact"
+    );
+    // Each side's own value survived: the platform's phone reached the
+    // contact and the CRM user's job title reached the lead.
+    contact_has(&world, contact, "phone", "+1 555 0100").await;
+    world
+        .lead_when(contact, "the CRM user's job title on the lead", |l| {
+            l.fields.get(LeadColumn::JobTitle) == Some("Admiral")
+        })
+        .await;
+    world.finish().await;
+}
