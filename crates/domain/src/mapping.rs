@@ -77,6 +77,32 @@ pub enum MappingError {
 }
 
 impl FieldMapping {
+    /// The default mapping with the HubSpot property of some fields renamed
+    /// (an integration's `field_mapping` setting); the fields and their case
+    /// rules stay the default ones.
+    ///
+    /// # Errors
+    /// [`MappingError`] when a renamed property is invalid or two fields end
+    /// up on one property.
+    pub fn with_properties(overrides: &BTreeMap<LeadField, String>) -> Result<Self, MappingError> {
+        if overrides.is_empty() {
+            return Ok(Self::default());
+        }
+        let entries = Self::default()
+            .entries()
+            .iter()
+            .map(|e| MappingEntry {
+                field: e.field,
+                property: overrides
+                    .get(&e.field)
+                    .cloned()
+                    .unwrap_or_else(|| e.property.clone()),
+                case: e.case,
+            })
+            .collect();
+        Self::new(entries)
+    }
+
     /// Builds a mapping; each field and each property at most once.
     pub fn new(entries: Vec<MappingEntry>) -> Result<Self, MappingError> {
         let mut fields = std::collections::BTreeSet::new();
@@ -180,6 +206,30 @@ impl FieldMapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renamed_properties_keep_the_other_defaults_and_may_not_collide() {
+        let renamed = FieldMapping::with_properties(&BTreeMap::from([(
+            LeadField::Phone,
+            "mobilephone".to_owned(),
+        )]))
+        .unwrap();
+        assert_eq!(renamed.property_of(LeadField::Phone), Some("mobilephone"));
+        assert_eq!(renamed.field_of("mobilephone"), Some(LeadField::Phone));
+        assert_eq!(renamed.field_of("phone"), None);
+        assert_eq!(
+            renamed.property_of(LeadField::Email),
+            FieldMapping::default().property_of(LeadField::Email)
+        );
+        let collision = FieldMapping::with_properties(&BTreeMap::from([(
+            LeadField::Phone,
+            "email".to_owned(),
+        )]));
+        assert!(
+            collision.is_err(),
+            "two fields on one property: {collision:?}"
+        );
+    }
 
     #[test]
     fn the_default_mapping_follows_the_seed_plan() {

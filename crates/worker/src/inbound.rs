@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use leadsync_domain::{
-    ContactId, Current, FieldDecision, FieldMapping, Incoming, KeepReason, LeadField, MappingEntry,
-    MappingError, PortalId, SyncPolicy, ValueHash, decide_inbound,
+    ContactId, Current, FieldDecision, FieldMapping, Incoming, KeepReason, LeadField, MappingError,
+    PortalId, SyncPolicy, ValueHash, decide_inbound,
 };
 use leadsync_hubspot::{BatchRead, Client, Contact, HubSpotError};
 use leadsync_queue::InboundEvent;
@@ -340,23 +340,7 @@ pub async fn process_batch(
 /// [`MappingError`] when the overrides make it invalid (e.g. two fields on
 /// one property).
 pub fn mapping_for(settings: &IntegrationSettings) -> Result<FieldMapping, MappingError> {
-    if settings.field_mapping.is_empty() {
-        return Ok(FieldMapping::default());
-    }
-    let entries = FieldMapping::default()
-        .entries()
-        .iter()
-        .map(|e| MappingEntry {
-            field: e.field,
-            property: settings
-                .field_mapping
-                .get(&e.field)
-                .cloned()
-                .unwrap_or_else(|| e.property.clone()),
-            case: e.case,
-        })
-        .collect();
-    FieldMapping::new(entries)
+    FieldMapping::with_properties(&settings.field_mapping)
 }
 
 fn letter(

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use actix_web::{get, put, web};
 use chrono::{DateTime, Utc};
-use leadsync_domain::{ConflictPolicy, FieldMapping, LeadField, MappingEntry, MappingError};
+use leadsync_domain::{ConflictPolicy, FieldMapping, LeadField, MappingError};
 use leadsync_store::integrations::{self, DeletionMode, Directions};
 use leadsync_store::{Integration, IntegrationSettings};
 use serde::Serialize;
@@ -144,7 +144,7 @@ pub struct SettingsView {
 
 impl SettingsView {
     fn of(integration: &Integration) -> Self {
-        let effective = mapping_of(&integration.settings)
+        let effective = FieldMapping::with_properties(&integration.settings.field_mapping)
             .map(|m| {
                 m.entries()
                     .iter()
@@ -161,25 +161,6 @@ impl SettingsView {
             updated_at: integration.updated_at,
         }
     }
-}
-
-/// The mapping the worker uses: the default one, with the property names the
-/// settings override.
-fn mapping_of(settings: &IntegrationSettings) -> Result<FieldMapping, MappingError> {
-    let entries = FieldMapping::default()
-        .entries()
-        .iter()
-        .map(|e| MappingEntry {
-            field: e.field,
-            property: settings
-                .field_mapping
-                .get(&e.field)
-                .cloned()
-                .unwrap_or_else(|| e.property.clone()),
-            case: e.case,
-        })
-        .collect();
-    FieldMapping::new(entries)
 }
 
 /// The integration's settings.
@@ -283,7 +264,7 @@ pub fn parse_settings(body: Value) -> Result<IntegrationSettings, ApiError> {
             .unwrap_or(defaults.webhooks_enabled),
     };
     object.finish("")?;
-    if let Err(err) = mapping_of(&settings) {
+    if let Err(err) = FieldMapping::with_properties(&settings.field_mapping) {
         return Err(mapping_error(&settings, &err));
     }
     Ok(settings)
