@@ -1,7 +1,6 @@
 //! Building and running the API server.
 
 use std::net::TcpListener;
-use std::str::FromStr as _;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -10,12 +9,8 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use leadsync_queue::{BulkPusher, INBOUND_QUEUE, OUTBOUND_QUEUE};
 use leadsync_runtime::Settings;
-use leadsync_runtime::config::DatabaseSettings;
 use leadsync_store::Store;
 use prometheus::{IntCounterVec, Opts, Registry};
-use secrecy::ExposeSecret as _;
-use sqlx::ConnectOptions as _;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use utoipa_actix_web::AppExt as _;
 
 use crate::{input, openapi, root_span, routes};
@@ -61,25 +56,6 @@ impl AppState {
     }
 }
 
-/// A pool like [`Store::connect`]'s, without sqlx's per-statement log: sqlx
-/// asks `log_enabled!` after every statement, which through tracing-log
-/// leaves stale per-layer filter state behind, and the next event logged on
-/// that thread is dropped (tokio-rs/tracing#2519) — a 500's cause among
-/// them. Slow statements are still logged.
-async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Store> {
-    let options = PgConnectOptions::from_str(settings.url.expose_secret())
-        .map_err(|_| anyhow::anyhow!("configuration key `database.url`: not a Postgres URL"))?
-        .application_name("leadsync-api")
-        .log_statements(tracing::log::LevelFilter::Off);
-    let pool = PgPoolOptions::new()
-        .max_connections(settings.max_connections.max(1))
-        .acquire_timeout(leadsync_store::ACQUIRE_TIMEOUT)
-        .connect_with(options)
-        .await
-        .context("connecting to Postgres (`database.url`)")?;
-    Ok(Store::from_pool(pool))
-}
-
 /// A bound, not yet running API server.
 pub struct Application {
     port: u16,
@@ -90,7 +66,9 @@ impl Application {
     /// Connects to Postgres, binds `api.host:port` (port 0 picks a free one)
     /// and prepares the server.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let store = connect(&settings.database).await?;
+        let store = Store::connect(&settings.database)
+            .await
+            .context("connecting to Postgres (`database.url`)")?;
         let api = &settings.api;
         let listener = TcpListener::bind((api.host.as_str(), api.port))
             .with_context(|| format!("binding {}:{}", api.host, api.port))?;

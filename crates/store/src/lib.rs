@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use leadsync_runtime::config::DatabaseSettings;
 use secrecy::ExposeSecret;
+use sqlx::ConnectOptions as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
@@ -52,10 +53,17 @@ pub struct Store {
 impl Store {
     /// Connects a pool of `settings.max_connections`, failing fast when the
     /// database cannot be reached.
+    ///
+    /// sqlx's per-statement log is off (slow statements are still logged):
+    /// sqlx asks `log_enabled!` after every statement, which through
+    /// tracing-log leaves stale per-layer filter state behind, and the next
+    /// event logged on that thread is dropped (tokio-rs/tracing#2519) — an
+    /// error's cause among them.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(settings.url.expose_secret())
             .map_err(|_| StoreError::InvalidUrl)?
-            .application_name("leadsync");
+            .application_name("leadsync")
+            .log_statements(tracing::log::LevelFilter::Off);
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
