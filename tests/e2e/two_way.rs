@@ -3,11 +3,16 @@
 //! Postgres, and Postgres → outbox → relay → queue → push worker → simulator).
 
 use std::collections::BTreeMap;
+use std::net::TcpListener;
 
 use leadsync_domain::PortalId;
 use leadsync_hubspot::{Client, ClientConfig, TokenSource};
+use leadsync_store::api_tokens;
+use leadsync_store::audit::{AuditAction, Direction};
 use leadsync_store::leads::{self, LeadFields, NewLead};
 use leadsync_store::{Lead, LeadColumn};
+use secrecy::ExposeSecret as _;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::chain::{PORTAL, TOKEN, World, eventually};
@@ -228,5 +233,133 @@ async fn the_same_email_created_on_both_sides_at_once_is_one_lead_and_one_contac
             l.fields.get(LeadColumn::JobTitle) == Some("Admiral")
         })
         .await;
+    world.finish().await;
+}
+
+/// The platform's REST API on port 0 over this world's database, and a
+/// bearer token of the world's integration.
+async fn start_api(world: &World) -> (String, String, leadsync_api::StopHandle) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the API");
+    let app =
+        leadsync_api::Application::build_with(&world.settings, world.db.store.clone(), listener)
+            .expect("the API builds");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let stop = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    let issued = api_tokens::issue(world.db.store.pool(), world.integration.id, "e2e")
+        .await
+        .expect("token issued");
+    (url, issued.token.expose_secret().to_owned(), stop)
+}
+
+/// Inbound entries of the lead's audit that wrote to it.
+async fn inbound_writes(world: &World, lead: Uuid) -> usize {
+    world
+        .audit(lead)
+        .await
+        .iter()
+        .filter(|r| {
+            r.entry.direction == Direction::Inbound
+                && matches!(
+                    r.entry.action,
+                    AuditAction::Updated | AuditAction::Conflict | AuditAction::Created
+                )
+        })
+        .count()
+}
+
+/// HubSpot writes leadsync made to contacts.
+fn contact_writes(world: &World) -> u64 {
+    let stats = world.stats();
+    stats.calls(BATCH_UPSERT) + stats.calls(BATCH_UPDATE)
+}
+
+#[tokio::test]
+async fn a_lead_created_through_the_api_becomes_a_contact_and_edits_flow_back_without_echo() {
+    let world = World::start().await;
+    set_up_hubspot(&world).await;
+    let (api, token, api_stop) = start_api(&world).await;
+    let http = reqwest::Client::new();
+
+    // The platform creates a lead through its API.
+    let created = http
+        .post(format!("{api}/v1/leads"))
+        .bearer_auth(&token)
+        .json(&json!({
+            "email": "lin@example.com",
+            "first_name": "Lin",
+            "job_title": "Engineer",
+        }))
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let created: Value = created.json().await.expect("a lead");
+    let lead_id: Uuid = created["id"].as_str().expect("id").parse().expect("uuid");
+    let lead = world
+        .lead_by_id_when(lead_id, "the lead linked to its new contact", |l| {
+            l.crm_id.is_some()
+        })
+        .await;
+    let contact = lead.crm_id.expect("linked").get();
+    let record = world
+        .sim
+        .control()
+        .contact(PORTAL, contact)
+        .expect("contact");
+    assert_eq!(
+        record
+            .properties
+            .get("lead_source_system")
+            .map(String::as_str),
+        Some(SOURCE)
+    );
+    assert_eq!(
+        record.properties.get("jobtitle").map(String::as_str),
+        Some("Engineer")
+    );
+    settle_both_ways(&world).await;
+    assert_eq!(contact_writes(&world), 1, "one batch upsert created it");
+    assert_eq!(
+        inbound_writes(&world, lead_id).await,
+        0,
+        "the contact's creation webhooks are our echo"
+    );
+
+    // A CRM user edits the contact: the lead follows, nothing is written back.
+    world.edit_contact(contact, &[("jobtitle", "Staff Engineer")]);
+    world
+        .lead_by_id_when(lead_id, "the CRM user's edit on the lead", |l| {
+            l.fields.get(LeadColumn::JobTitle) == Some("Staff Engineer")
+        })
+        .await;
+    settle_both_ways(&world).await;
+    assert_eq!(contact_writes(&world), 1, "no write back to HubSpot");
+
+    // The platform edits the lead: the contact follows, nothing comes back.
+    let inbound_before = inbound_writes(&world, lead_id).await;
+    let patched = http
+        .patch(format!("{api}/v1/leads/{lead_id}"))
+        .bearer_auth(&token)
+        .json(&json!({ "job_title": "Principal Engineer" }))
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(patched.status(), reqwest::StatusCode::OK);
+    contact_has(&world, contact, "jobtitle", "Principal Engineer").await;
+    settle_both_ways(&world).await;
+    assert_eq!(contact_writes(&world), 2, "one batch update for the edit");
+    assert_eq!(
+        inbound_writes(&world, lead_id).await,
+        inbound_before,
+        "HubSpot's webhook about our own write changed the lead"
+    );
+    let lead = world.lead_by_id(lead_id).await.expect("lead");
+    assert_eq!(
+        lead.fields.get(LeadColumn::JobTitle),
+        Some("Principal Engineer")
+    );
+
+    api_stop.stop(true).await;
     world.finish().await;
 }
