@@ -363,3 +363,61 @@ async fn a_lead_created_through_the_api_becomes_a_contact_and_edits_flow_back_wi
     api_stop.stop(true).await;
     world.finish().await;
 }
+
+#[tokio::test]
+async fn a_lead_whose_push_found_no_contact_reaches_hubspot_once_linked_by_address() {
+    // Outbound is off while the platform creates its lead: its change is
+    // relayed and skipped, so no push of it is pending any more.
+    let mut settings = leadsync_store::IntegrationSettings::default();
+    settings.directions.outbound = false;
+    let world = World::start_with(crate::chain::Options {
+        settings: settings.clone(),
+        ..crate::chain::Options::default()
+    })
+    .await;
+    set_up_hubspot(&world).await;
+    let lead = platform_creates(
+        &world,
+        &[
+            (LeadColumn::Email, "hopper@example.com"),
+            (LeadColumn::Phone, "+1 555 0199"),
+        ],
+    )
+    .await;
+    eventually("the lead's push skipped (outbound off)", async || {
+        let audit = world.audit(lead.id).await;
+        if audit
+            .iter()
+            .any(|r| r.entry.reason.as_deref() == Some("outbound_disabled"))
+        {
+            Ok(())
+        } else {
+            Err(format!("{audit:#?}"))
+        }
+    })
+    .await;
+    settings.directions.outbound = true;
+    leadsync_store::integrations::update_settings(
+        world.db.store.pool(),
+        world.integration.id,
+        &settings,
+    )
+    .await
+    .expect("settings updated");
+
+    // A CRM user creates a contact with the address, without the phone.
+    let contact = world.create_contact(&[("email", "hopper@example.com"), ("firstname", "Grace")]);
+    world
+        .lead_by_id_when(lead.id, "the lead linked to the contact", |l| {
+            l.crm_id.map(|c| c.get()) == Some(contact)
+        })
+        .await;
+
+    // The link found the phone newer on the platform and asked for a push.
+    contact_has(&world, contact, "phone", "+1 555 0199").await;
+    settle_both_ways(&world).await;
+    let lead = world.lead_by_id(lead.id).await.expect("lead");
+    assert_eq!(lead.fields.get(LeadColumn::Phone), Some("+1 555 0199"));
+    assert_eq!(lead.fields.get(LeadColumn::FirstName), Some("Grace"));
+    world.finish().await;
+}

@@ -247,7 +247,8 @@ pub async fn list(exec: impl PgExecutor<'_>) -> Result<Vec<Integration>, StoreEr
     rows.into_iter().map(Integration::try_from).collect()
 }
 
-/// Replaces the settings of an integration.
+/// Replaces the settings of an integration. Its leads forget the merge base
+/// of every field the new settings map to another HubSpot property.
 ///
 /// # Errors
 /// [`StoreError::NotFound`] when there is no such integration.
@@ -256,11 +257,26 @@ pub async fn update_settings(
     id: Uuid,
     settings: &IntegrationSettings,
 ) -> Result<Integration, StoreError> {
+    // A field mapped to another HubSpot property has no merge base any more:
+    // the value both sides agreed on was the old property's. Keeping it would
+    // make the new property's (often empty) value look like a HubSpot-only
+    // change and erase the lead's value. Without a base, the lead's value
+    // counts as the platform's and is pushed to the new property.
+    let fields: Vec<&str> = LeadField::ALL.iter().map(|f| f.name()).collect();
     let row: Option<IntegrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE integrations SET settings = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+        "WITH old AS (SELECT settings FROM integrations WHERE id = $1), \
+         remapped AS ( \
+             SELECT coalesce(array_agg(f), '{{}}') AS fields FROM old, unnest($3::text[]) AS f \
+             WHERE old.settings -> 'field_mapping' ->> f \
+                   IS DISTINCT FROM $2::jsonb -> 'field_mapping' ->> f), \
+         forgotten AS ( \
+             UPDATE leads SET synced_values = synced_values - (SELECT fields FROM remapped) \
+             WHERE integration_id = $1 AND synced_values ?| (SELECT fields FROM remapped)) \
+         UPDATE integrations SET settings = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
     )))
     .bind(id)
     .bind(Json(settings))
+    .bind(&fields)
     .fetch_optional(exec)
     .await?;
     row.ok_or(StoreError::NotFound("integration"))?.try_into()

@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::text_enum::text_enum;
-use crate::{StoreError, from_db_id};
+use crate::{StoreError, db_id, from_db_id};
 
 /// The channel the trigger notifies (payload: the integration id) after a
 /// transaction that wrote outbox rows commits.
@@ -92,6 +92,45 @@ pub async fn claim_batch(
     .fetch_all(conn)
     .await?;
     rows.into_iter().map(to_change).collect()
+}
+
+/// Asks for a push of `fields` of a linked lead although no platform write
+/// is being made now: the inbound side found them changed on the platform
+/// only (HubSpot still holds the agreed value, or nothing) with no change of
+/// the lead pending in the outbox — e.g. a lead linked by address to an
+/// existing contact, whose own push found no contact to update. Adds no row
+/// when one for the lead is still pending (the push reads the lead whole).
+/// Returns whether a row was added.
+pub async fn request_push(
+    conn: &mut PgConnection,
+    integration_id: Uuid,
+    lead_id: Uuid,
+    crm_id: Option<ContactId>,
+    fields: &[LeadField],
+) -> Result<bool, StoreError> {
+    let names: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+    let crm_id = crm_id.map(|c| db_id(c.get())).transpose()?;
+    let added = sqlx::query(
+        "INSERT INTO lead_changes (integration_id, lead_id, crm_id, operation, changed_fields) \
+         SELECT $1, $2, $3, 'update', $4 \
+         WHERE NOT EXISTS (SELECT 1 FROM lead_changes WHERE lead_id = $2 AND relayed_at IS NULL)",
+    )
+    .bind(integration_id)
+    .bind(lead_id)
+    .bind(crm_id)
+    .bind(&names)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0;
+    if added {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(integration_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(added)
 }
 
 /// Marks changes relayed; returns how many were pending.

@@ -25,6 +25,7 @@ use leadsync_store::leads::{
     self, FieldValues, InboundLead, LeadFields, LinkOutcome, SyncDirection, SyncUpdate,
 };
 use leadsync_store::ledger::{self, LedgerEntry};
+use leadsync_store::outbox;
 use leadsync_store::stats::{self, StatsDelta};
 use leadsync_store::{Integration, IntegrationSettings, Lead, LeadColumn, Store, StoreError};
 use sqlx::{Connection, PgConnection};
@@ -665,7 +666,9 @@ pub enum ContactOutcome {
     /// read (scans only).
     Superseded,
     /// Nothing could be written, for this reason (audited as `skipped`):
-    /// `lead_deleted`, `duplicate_email`, `email_linked_elsewhere`, `tombstoned`.
+    /// `lead_deleted`, `duplicate_email`, `email_linked_elsewhere`,
+    /// `tombstoned`, or `platform_ahead` (the lead holds newer values than
+    /// HubSpot; a push of them is requested).
     Skipped(&'static str),
 }
 
@@ -829,6 +832,8 @@ async fn sync_lead(
     let mut overridden = false;
     let mut echoed: BTreeMap<String, FieldChange> = BTreeMap::new();
     let mut kept: Vec<(KeepReason, String, FieldChange)> = Vec::new();
+    let mut ahead: Vec<LeadField> = Vec::new();
+    let mut ahead_changes: BTreeMap<String, FieldChange> = BTreeMap::new();
 
     for (field, property, incoming) in incoming_fields(ctx.mapping, contact) {
         let column = LeadColumn::from(field);
@@ -870,10 +875,20 @@ async fn sync_lead(
                     synced.insert(field, agreed);
                 }
             }
-            // The platform's newer value is on its way to HubSpot: the base
-            // stays where both sides last agreed, so the push still sees a
-            // platform change to write.
-            FieldDecision::PlatformAhead => {}
+            // The platform's newer value must reach HubSpot: the base stays
+            // where both sides last agreed, so the push sees a platform change
+            // to write, and a push is requested below in case none is pending.
+            FieldDecision::PlatformAhead => {
+                ahead.push(field);
+                ahead_changes.insert(
+                    field.name().to_owned(),
+                    FieldChange {
+                        before: non_empty(&current_value),
+                        after: non_empty(&current_value),
+                        losing_value: non_empty(&incoming.value),
+                    },
+                );
+            }
             FieldDecision::Echo => {
                 if incoming.value.trim() == current_value.trim() {
                     let agreed = ValueHash::of(&current_value);
@@ -925,6 +940,21 @@ async fn sync_lead(
         }
     }
 
+    if !ahead.is_empty() {
+        outbox::request_push(conn, ctx.integration, lead.id, lead.crm_id, &ahead).await?;
+        out.skip("platform_ahead");
+        let mut entry = audit_entry(
+            ctx.integration,
+            Some(lead.id),
+            contact.id,
+            key,
+            AuditAction::Skipped,
+            Some("platform_ahead"),
+        );
+        entry.changes = ahead_changes;
+        out.audit.push(entry);
+    }
+
     let applied_any = !applied.is_empty();
     if applied_any {
         out.report.updated += 1;
@@ -952,11 +982,13 @@ async fn sync_lead(
             .or_default()
             .insert(field, change);
     }
-    let unchanged = !applied_any && by_reason.is_empty();
+    let unchanged = !applied_any && by_reason.is_empty() && ahead.is_empty();
     let outcome = if applied_any {
         ContactOutcome::Updated
     } else if let Some(reason) = by_reason.keys().next() {
         ContactOutcome::Kept(reason)
+    } else if !ahead.is_empty() {
+        ContactOutcome::Skipped("platform_ahead")
     } else if !echoed.is_empty() {
         ContactOutcome::Echo
     } else {

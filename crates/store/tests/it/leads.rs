@@ -368,3 +368,53 @@ async fn batch_fetch_update_and_list() {
     assert!(page1.iter().all(|a| page2.iter().all(|b| a.id != b.id)));
     db.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn mapping_a_field_to_another_property_forgets_its_merge_base_only() {
+    use leadsync_store::IntegrationSettings;
+    use leadsync_store::integrations;
+
+    // Arrange: a lead whose phone and email both sides agreed on
+    let (db, acme) = crate::helpers::setup().await;
+    let pool = db.store.pool();
+    let lead = leads::create(pool, acme.id, &crate::helpers::lead("Ann", "a@x.io"))
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE leads SET synced_values = '{\"phone\": \"aa\", \"email\": \"bb\"}' WHERE id = $1",
+    )
+    .bind(lead.id)
+    .execute(pool)
+    .await
+    .unwrap();
+    let bases = async || -> Vec<String> {
+        let (keys,): (Vec<String>,) = sqlx::query_as(
+            "SELECT coalesce(array_agg(k ORDER BY k), '{}') FROM leads, \
+             jsonb_object_keys(synced_values) AS k WHERE id = $1",
+        )
+        .bind(lead.id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        keys
+    };
+
+    // Act: an unrelated change, then a remapped phone
+    let mut settings = IntegrationSettings::default();
+    settings.empty_never_overwrites = true;
+    integrations::update_settings(pool, acme.id, &settings)
+        .await
+        .unwrap();
+    let unrelated = bases().await;
+    settings
+        .field_mapping
+        .insert(leadsync_domain::LeadField::Phone, "mobilephone".to_owned());
+    integrations::update_settings(pool, acme.id, &settings)
+        .await
+        .unwrap();
+    let remapped = bases().await;
+
+    // Assert
+    assert_eq!(unrelated, ["email", "phone"]);
+    assert_eq!(remapped, ["email"]);
+}

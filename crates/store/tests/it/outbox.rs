@@ -223,3 +223,41 @@ async fn relays_claim_disjoint_batches_and_mark_them_relayed() {
     assert!(oldest.is_some());
     db.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_push_is_requested_once_while_none_is_pending() {
+    // Arrange: a lead whose own change was already relayed
+    let (db, acme) = setup().await;
+    let pool = db.store.pool();
+    let lead = leads::create(pool, acme.id, &crate::helpers::lead("Ann", "a@x.io"))
+        .await
+        .unwrap();
+    let created = changes(pool).await;
+    outbox::mark_relayed(pool, &created.iter().map(|c| c.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+
+    // Act
+    let mut conn = pool.acquire().await.unwrap();
+    let first = outbox::request_push(
+        &mut conn,
+        acme.id,
+        lead.id,
+        Some(ContactId::new(7)),
+        &[LeadField::Phone],
+    )
+    .await
+    .unwrap();
+    let second = outbox::request_push(&mut conn, acme.id, lead.id, None, &[LeadField::Email])
+        .await
+        .unwrap();
+
+    // Assert
+    assert!(first && !second, "one pending row per lead is enough");
+    let pending = changes(pool).await;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].lead_id, lead.id);
+    assert_eq!(pending[0].operation, ChangeOperation::Update);
+    assert_eq!(pending[0].crm_id, Some(ContactId::new(7)));
+    assert_eq!(pending[0].changed_fields, vec![LeadField::Phone]);
+}
