@@ -183,6 +183,26 @@ pub async fn for_lead(
     Ok(rows.into_iter().map(to_record).collect())
 }
 
+/// The latest entry about a lead whose action is one of `actions`, however
+/// many newer entries of other actions follow it.
+pub async fn latest_for_lead(
+    exec: impl PgExecutor<'_>,
+    lead_id: Uuid,
+    actions: &[AuditAction],
+) -> Result<Option<AuditRecord>, StoreError> {
+    let actions: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
+    let row: Option<AuditRow> = sqlx::query_as(
+        "SELECT id, integration_id, lead_id, contact_id, event_key, direction, action, reason, \
+         changes, created_at FROM audit_log WHERE lead_id = $1 AND action = ANY($2) \
+         ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(lead_id)
+    .bind(&actions)
+    .fetch_optional(exec)
+    .await?;
+    Ok(row.map(to_record))
+}
+
 fn to_record(row: AuditRow) -> AuditRecord {
     let (id, integration_id, lead_id, contact, event_key, direction, action, reason, changes, at) =
         row;

@@ -197,12 +197,21 @@ pub async fn count_open(
     Ok(n)
 }
 
-/// The letters of one integration: those recorded with its id, and those
-/// recorded before the worker knew it — an inbound event of its portal, or
-/// an outbound change naming it in the payload.
-const OWNED_BY: &str = "(integration_id = $1 OR (integration_id IS NULL AND ( \
-    (kind = 'inbound_event' AND portal_id = $2) \
-    OR (kind = 'outbound_change' AND payload ->> 'integration_id' = $1::text))))";
+/// The letters of one integration (`$1`, whose portal is `$2`).
+///
+/// An inbound event belongs to the integration of the portal it came from
+/// whenever the letter has one, whatever integration it was recorded under:
+/// an event posted to one integration's webhook URL by another portal
+/// (`portal_mismatch`) is recorded under the URL's integration, yet its
+/// payload is the other portal's data. Only an event without a portal falls
+/// back to its recorded integration. A lead change belongs to the
+/// integration of its lead: the one it was recorded with or, recorded before
+/// the worker knew it, the one its payload names.
+const OWNED_BY: &str = "( \
+    (kind = 'inbound_event' AND (portal_id = $2 \
+        OR (portal_id IS NULL AND integration_id = $1))) \
+    OR (kind = 'outbound_change' AND (integration_id = $1 \
+        OR (integration_id IS NULL AND payload ->> 'integration_id' = $1::text))))";
 
 /// [`list`] restricted to the letters of one integration (see
 /// [`get_owned`]); `filter.integration_id` is ignored.
@@ -230,9 +239,9 @@ pub async fn list_owned(
     Ok(letters)
 }
 
-/// One letter of an integration: recorded with its id, or without one for
-/// its portal (inbound) or naming it in the payload (outbound). `None` for
-/// another integration's letter.
+/// One letter of an integration: an inbound event of its portal (or,
+/// without a portal, recorded with its id), or a change of one of its
+/// leads. `None` for another integration's letter.
 pub async fn get_owned(
     exec: impl PgExecutor<'_>,
     integration_id: Uuid,

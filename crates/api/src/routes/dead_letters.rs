@@ -4,13 +4,22 @@
 //! the worker consumes there: a webhook event becomes an [`InboundEvent`]
 //! again (under its original event key, so the Postgres dedupe still
 //! applies), a lead change becomes [`PushLeadChange`] jobs (the worker
-//! pushes the lead's current state). The queue remembers the ids of
-//! finished jobs to refuse redeliveries, so a replayed job gets an id of its
-//! own, derived from the letter: `replay:{letter id}:{original task id}`.
+//! pushes the lead's current state). A webhook event is routed by its
+//! portal, as the app-wide webhook URL routes it, never by the integration
+//! a webhook URL named: an event another portal posted to an integration's
+//! URL belongs to that portal's integration, which alone sees and replays it.
+//!
+//! The queue remembers the ids of finished jobs to refuse redeliveries, so a
+//! replayed job gets an id of its own, derived from the letter and its
+//! failure count: `replay:{letter id}:{attempts}:{original task id}`. Each
+//! failure recorded on an open letter bumps `attempts`, so the replay of a
+//! new failure is never refused as the replay of an earlier one.
 //!
 //! The letter is marked replayed in the same transaction that is committed
-//! only once Redis acknowledged the push: a failed push leaves it open, and
-//! a push whose commit failed is refused as a duplicate when replayed again.
+//! only once Redis acknowledged the push, and only when the push queued at
+//! least one job: a failed push leaves it open, and so does a push refused
+//! as a duplicate (a replay of this very failure whose commit was lost is
+//! still on the queue), which answers 409 `already_queued`.
 
 use std::collections::HashMap;
 
@@ -185,7 +194,8 @@ pub async fn list_dead_letters(
 }
 
 /// Puts a dead letter's event or change back on its queue and marks it
-/// replayed. Replaying it again changes nothing and says so.
+/// replayed. Replaying it again changes nothing and says so; a letter whose
+/// replay is already on the queue stays open (409 `already_queued`).
 #[utoipa::path(
     tag = "sync",
     params(("id" = i64, Path, description = "The dead letter's id")),
@@ -194,7 +204,9 @@ pub async fn list_dead_letters(
         (status = 200, description = "Replayed now, or earlier (`outcome`)", body = ReplayView),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such dead letter in this integration", body = ErrorBody),
-        (status = 409, description = "The letter's payload cannot be replayed", body = ErrorBody),
+        (status = 409, description = "The letter's payload cannot be replayed (`unreplayable`), \
+            or this failure's replay is already on the queue and nothing was queued: \
+            the letter stays open (`already_queued`)", body = ErrorBody),
         (status = 503, description = "The queue is unavailable; the letter stays open", body = ErrorBody),
     )
 )]
@@ -234,8 +246,30 @@ pub async fn replay_dead_letter(
             (OUTBOUND_QUEUE, state.outbound.push_jobs(&jobs).await?)
         }
     };
-    tx.commit().await.map_err(StoreError::from)?;
     let PushOutcome { new, duplicates } = outcome;
+    if new == 0 {
+        // Every job is known to the queue: the replay of this very failure
+        // went out before, and its commit was lost. Marking the letter now
+        // would close it although this request queued nothing.
+        drop(tx);
+        tracing::warn!(
+            integration.id = %integration.id,
+            dead_letter.id = id,
+            queue,
+            duplicates,
+            "Dead letter {id} not replayed: its jobs are already on {queue}"
+        );
+        return Err(ApiError::Conflict {
+            code: "already_queued",
+            message: format!(
+                "the replay of dead letter {id} (failure {attempts}) is already on the queue \
+                 `{queue}`; nothing was queued and the letter stays open. If the work fails \
+                 again the letter records it and can be replayed again",
+                attempts = letter.attempts
+            ),
+        });
+    }
+    tx.commit().await.map_err(StoreError::from)?;
     tracing::info!(
         integration.id = %integration.id,
         dead_letter.id = id,
@@ -286,7 +320,7 @@ pub struct Replayed<J> {
 impl<J> Replayed<J> {
     fn new(letter: &DeadLetter, original_task_id: &str, job: J) -> Self {
         Self {
-            task_id: replay_task_id(letter.id, original_task_id),
+            task_id: replay_task_id(letter.id, letter.attempts, original_task_id),
             job,
         }
     }
@@ -304,9 +338,11 @@ impl<J: Serialize> QueueJob for Replayed<J> {
     }
 }
 
-/// The queue task id of letter `letter_id`'s replay of `original_task_id`.
-pub fn replay_task_id(letter_id: i64, original_task_id: &str) -> String {
-    format!("replay:{letter_id}:{original_task_id}")
+/// The queue task id of the replay of `original_task_id` from letter
+/// `letter_id` after its `attempts`-th failure: unique per failure, so a
+/// replay is refused only as a repeat of the replay of the same failure.
+pub fn replay_task_id(letter_id: i64, attempts: i32, original_task_id: &str) -> String {
+    format!("replay:{letter_id}:{attempts}:{original_task_id}")
 }
 
 fn unreplayable(letter: &DeadLetter, why: &str) -> ApiError {
@@ -320,9 +356,9 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-/// The webhook event of an inbound letter, as the ingester queued it, for
-/// this integration. Its key stays the event's own: the worker's Postgres
-/// dedupe recognises an event processed meanwhile.
+/// The webhook event of an inbound letter, as the ingester queued it from
+/// the app-wide webhook URL. Its key stays the event's own: the worker's
+/// Postgres dedupe recognises an event processed meanwhile.
 fn inbound_job(
     letter: &DeadLetter,
     integration: &Integration,
@@ -333,14 +369,20 @@ fn inbound_job(
         .map_err(|_| unreplayable(letter, "its event key is malformed"))?;
     let trace: HashMap<String, String> =
         leadsync_runtime::telemetry::trace_context_of(&tracing::Span::current());
-    let mut job = InboundEvent::new(
-        WebhookEvent::from_raw(&raw),
-        now_ms(),
-        trace,
-        // Routed by name: the worker still checks the event's portal against
-        // this integration's, so a replay cannot reach another integration.
-        Some(integration.name.clone()),
-    );
+    let event = WebhookEvent::from_raw(&raw);
+    // Routed by the event's portal, like an event of the app-wide URL: the
+    // integration a webhook URL named may be another portal's (a
+    // `portal_mismatch`), and the event is that portal's integration's. Only
+    // an event without a portal is routed by name; the worker then checks
+    // it against this integration's portal.
+    let by_name = match event.portal_id() {
+        Some(portal) if portal != integration.portal_id => {
+            return Err(unreplayable(letter, "its event is of another portal"));
+        }
+        Some(_) => None,
+        None => Some(integration.name.clone()),
+    };
+    let mut job = InboundEvent::new(event, now_ms(), trace, by_name);
     job.key = key;
     Ok(Replayed::new(letter, &letter.event_key, job))
 }

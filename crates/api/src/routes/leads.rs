@@ -9,11 +9,11 @@ use actix_web::{HttpResponse, delete, get, patch, post, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use leadsync_domain::Email;
+use leadsync_domain::{Email, FieldMapping, LeadField};
 use leadsync_store::leads::{
     self, FieldValues, LeadFields, ListCursor, ListLeads, NewLead, SourceSystem, SyncDirection,
 };
-use leadsync_store::{Lead, LeadColumn};
+use leadsync_store::{IntegrationSettings, Lead, LeadColumn};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -26,6 +26,22 @@ use crate::startup::AppState;
 
 /// Longest accepted value of a text field, in characters.
 pub const MAX_FIELD_CHARS: usize = 2048;
+/// The HubSpot property whose values [`HUBSPOT_LEAD_STATUSES`] are.
+pub const LEAD_STATUS_PROPERTY: &str = "hs_lead_status";
+/// The values HubSpot's standard `hs_lead_status` enumeration accepts, as
+/// the platform stores them: lower case, which the field mapping turns into
+/// HubSpot's upper case (`in_progress` ↔ `IN_PROGRESS`). HubSpot refuses any
+/// other value, and with it the whole write of the contact.
+pub const HUBSPOT_LEAD_STATUSES: &[&str] = &[
+    "new",
+    "open",
+    "in_progress",
+    "open_deal",
+    "unqualified",
+    "attempted_to_connect",
+    "connected",
+    "bad_timing",
+];
 /// Default page size of the list.
 const DEFAULT_LIMIT: i64 = 100;
 /// Largest page of the list.
@@ -152,7 +168,11 @@ pub struct LeadInput {
     platform_url: Option<String>,
     /// Profile URL.
     profile_url: Option<String>,
-    /// Lead status; `new` when a created lead has none.
+    /// Lead status; `new` when a created lead has none. While the field
+    /// mapping sends it to HubSpot's `hs_lead_status` (the default), one of
+    /// `new`, `open`, `in_progress`, `open_deal`, `unqualified`,
+    /// `attempted_to_connect`, `connected`, `bad_timing` (any letter case;
+    /// stored lower-cased).
     status: Option<String>,
     /// Creation only: `platform` (default), `import` or `manual`.
     #[schema(value_type = Option<String>, example = "platform")]
@@ -161,7 +181,16 @@ pub struct LeadInput {
 
 /// The fields of a lead body, each naming itself in its error: `Some(None)`
 /// clears a field, an absent field is not in the map.
-fn parse_fields(object: &mut Object) -> Result<FieldValues, ApiError> {
+///
+/// Surrounding whitespace is trimmed; a control character left inside a
+/// value (U+0000–U+001F, U+007F–U+009F: NUL, which Postgres cannot store in
+/// text, but tabs and line breaks too, which no single-line field of a lead
+/// holds) refuses it. `status` is checked against HubSpot's lead statuses
+/// while the integration's mapping sends it there.
+fn parse_fields(
+    object: &mut Object,
+    settings: &IntegrationSettings,
+) -> Result<FieldValues, ApiError> {
     let mut values = FieldValues::new();
     for column in LeadColumn::ALL {
         let name = column.as_str();
@@ -173,6 +202,16 @@ fn parse_fields(object: &mut Object) -> Result<FieldValues, ApiError> {
             Value::String(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
             _ => return Err(ApiError::invalid(name, "must be a string or null")),
         };
+        if value
+            .as_deref()
+            .is_some_and(|v| v.chars().any(char::is_control))
+        {
+            return Err(ApiError::invalid(
+                name,
+                "must not contain control characters (U+0000–U+001F, U+007F–U+009F), \
+                 tabs and line breaks included",
+            ));
+        }
         if value
             .as_deref()
             .is_some_and(|v| v.chars().count() > MAX_FIELD_CHARS)
@@ -189,11 +228,45 @@ fn parse_fields(object: &mut Object) -> Result<FieldValues, ApiError> {
                     .as_str()
                     .to_owned(),
             ),
+            (LeadColumn::Status, Some(raw)) if status_is_hubspot_lead_status(settings) => {
+                Some(parse_lead_status(&raw)?)
+            }
             (_, value) => value,
         };
         values.insert(*column, value);
     }
     Ok(values)
+}
+
+/// Whether the integration's field mapping sends `status` to HubSpot's
+/// `hs_lead_status` (the default mapping does).
+fn status_is_hubspot_lead_status(settings: &IntegrationSettings) -> bool {
+    match settings.field_mapping.get(&LeadField::Status) {
+        Some(property) => property == LEAD_STATUS_PROPERTY,
+        None => {
+            FieldMapping::default().property_of(LeadField::Status) == Some(LEAD_STATUS_PROPERTY)
+        }
+    }
+}
+
+/// A lead status HubSpot accepts, lower-cased, or a 422 listing them.
+fn parse_lead_status(raw: &str) -> Result<String, ApiError> {
+    let status = raw.to_ascii_lowercase();
+    if HUBSPOT_LEAD_STATUSES.contains(&status.as_str()) {
+        return Ok(status);
+    }
+    let accepted: Vec<String> = HUBSPOT_LEAD_STATUSES
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect();
+    Err(ApiError::invalid(
+        LeadColumn::Status.as_str(),
+        format!(
+            "must be one of {} (HubSpot's lead statuses, `{LEAD_STATUS_PROPERTY}`), \
+             or null",
+            accepted.join(", ")
+        ),
+    ))
 }
 
 fn parse_source_system(object: &mut Object) -> Result<Option<SourceSystem>, ApiError> {
@@ -335,7 +408,7 @@ pub async fn create_lead(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let mut object = Object::new(body.into_inner())?;
-    let values = parse_fields(&mut object)?;
+    let values = parse_fields(&mut object, &caller.integration.settings)?;
     let source_system = parse_source_system(&mut object)?;
     object.finish("")?;
     let mut fields = LeadFields::default();
@@ -415,7 +488,7 @@ pub async fn update_lead(
     let id = id.into_inner();
     tracing::Span::current().record("lead.id", tracing::field::display(id));
     let mut object = Object::new(body.into_inner())?;
-    let values = parse_fields(&mut object)?;
+    let values = parse_fields(&mut object, &caller.integration.settings)?;
     if object.take("source_system").is_some() {
         return Err(ApiError::invalid(
             "source_system",

@@ -168,7 +168,11 @@ pub async fn get_sync_status(
         .ok_or(ApiError::NotFound("lead"))?;
     let records = audit::for_lead(pool, lead.id, history).await?;
     let history: Vec<AuditView> = records.into_iter().map(AuditView::from).collect();
-    let last_skip = history.iter().find(|entry| is_skip(&entry.action)).cloned();
+    // Looked up on its own: the latest skip may be older than the page of
+    // `history` returned.
+    let last_skip = audit::latest_for_lead(pool, lead.id, SKIPS)
+        .await?
+        .map(AuditView::from);
     Ok(web::Json(SyncStatusView {
         lead_id: lead.id,
         crm_id: lead.crm_id.map(|c| c.get()),
@@ -185,15 +189,11 @@ pub async fn get_sync_status(
 
 /// Decisions that left something unwritten: a skip, a lost conflict, a
 /// dead letter.
-fn is_skip(action: &str) -> bool {
-    [
-        AuditAction::Skipped,
-        AuditAction::Conflict,
-        AuditAction::DeadLettered,
-    ]
-    .iter()
-    .any(|a| a.as_str() == action)
-}
+const SKIPS: &[AuditAction] = &[
+    AuditAction::Skipped,
+    AuditAction::Conflict,
+    AuditAction::DeadLettered,
+];
 
 /// What a recorded reason means; `None` for reasons without an entry here
 /// (e.g. a HubSpot error code), which speak for themselves.

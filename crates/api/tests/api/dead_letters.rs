@@ -116,10 +116,11 @@ async fn an_inbound_dead_letter_is_listed_and_replayed_onto_the_event_queue_once
         "a replayed letter is no longer open"
     );
     assert!(all_after["data"][0]["replayed_at"].is_string());
-    // What landed in Redis: the event, once, under a task id of its own and
-    // its original key, routed to this integration.
+    // What landed in Redis: the event, once, under a task id of its own (the
+    // letter's, after its first failure) and its original key, routed by its
+    // portal.
     let mut inspector = api.inspector().await;
-    let task_id = format!("replay:{}:{}", letter.id, key.as_str());
+    let task_id = format!("replay:{}:1:{}", letter.id, key.as_str());
     assert_eq!(
         inspector.ids().await.unwrap(),
         std::slice::from_ref(&task_id)
@@ -133,7 +134,7 @@ async fn an_inbound_dead_letter_is_listed_and_replayed_onto_the_event_queue_once
         .expect("the job is stored");
     assert_eq!(job.key, key);
     assert_eq!(job.portal_id, Some(PortalId::new(1001)));
-    assert_eq!(job.integration.as_deref(), Some("acme"));
+    assert_eq!(job.integration, None);
     assert_eq!(
         serde_json::from_str::<Value>(job.event.get()).unwrap(),
         event
@@ -188,8 +189,8 @@ async fn an_outbound_dead_letter_is_replayed_as_lead_change_jobs() {
     let mut ids: Vec<String> = conn.hkeys(config.job_data_hash()).await.unwrap();
     ids.sort();
     let expected = [
-        format!("replay:{}:lead-change:11", letter.id),
-        format!("replay:{}:lead-change:12", letter.id),
+        format!("replay:{}:1:lead-change:11", letter.id),
+        format!("replay:{}:1:lead-change:12", letter.id),
     ];
     assert_eq!(ids, expected);
     let raw: Vec<u8> = conn
@@ -284,4 +285,102 @@ async fn a_replay_that_cannot_reach_the_queue_leaves_the_letter_open() {
     );
     api.stop().await;
     api.db.cleanup().await.unwrap();
+}
+
+/// Reopens a replayed letter: the state a replay leaves when Redis took the
+/// push but the Postgres commit that marks the letter failed.
+async fn lose_replay_commit(api: &TestApi, id: i64) {
+    sqlx::query("UPDATE dead_letters SET replayed_at = NULL WHERE id = $1")
+        .bind(id)
+        .execute(api.db.store.pool())
+        .await
+        .unwrap();
+}
+
+/// Records an open letter for a webhook event of portal 1001; returns what
+/// was recorded and the letter's id.
+async fn inbound_letter(api: &TestApi, tenant: &Tenant, contact: u64) -> (NewDeadLetter, i64) {
+    let event = event_json(1001, contact);
+    let new = NewDeadLetter {
+        integration_id: Some(tenant.integration.id),
+        portal_id: Some(PortalId::new(1001)),
+        event_key: key_of(&event).as_str().to_owned(),
+        kind: DeadLetterKind::InboundEvent,
+        reason: "hubspot_validation".to_owned(),
+        payload: event,
+    };
+    let id = dead_letters::record(api.db.store.pool(), &new)
+        .await
+        .unwrap()
+        .id;
+    (new, id)
+}
+
+#[tokio::test]
+async fn a_letter_that_failed_again_is_replayed_under_a_new_task_id() {
+    // Arrange: a replay reached the queue but its commit was lost, and the
+    // replayed job then failed again, bumping the still open letter.
+    let api = TestApi::spawn().await;
+    let acme = api.tenant("acme", 1001).await;
+    let (new, id) = inbound_letter(&api, &acme, 57).await;
+    let first = replay(&api, &acme, id).await;
+    lose_replay_commit(&api, id).await;
+    let bumped = dead_letters::record(api.db.store.pool(), &new)
+        .await
+        .unwrap();
+
+    // Act
+    let second = replay(&api, &acme, id).await;
+
+    // Assert
+    assert_eq!(first["jobs_queued"], 1);
+    assert_eq!(bumped.id, id, "the failure bumped the open letter");
+    assert_eq!(second["outcome"], "replayed");
+    assert_eq!(second["jobs_queued"], 1, "the new failure is queued again");
+    let mut ids = api.inspector().await.ids().await.unwrap();
+    ids.sort();
+    assert_eq!(ids.len(), 2, "one job per replayed failure: {ids:?}");
+    let stored = dead_letters::get(api.db.store.pool(), id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.replayed_at.is_some());
+    api.finish().await;
+}
+
+#[tokio::test]
+async fn a_replay_that_queues_nothing_leaves_the_letter_open() {
+    // Arrange: a replay reached the queue but its commit was lost; nothing
+    // failed since, so the same jobs are still known to the queue.
+    let api = TestApi::spawn().await;
+    let acme = api.tenant("acme", 1001).await;
+    let (_, id) = inbound_letter(&api, &acme, 58).await;
+    replay(&api, &acme, id).await;
+    lose_replay_commit(&api, id).await;
+
+    // Act
+    let response = api
+        .request(
+            Method::POST,
+            &format!("/v1/dead-letters/{id}/replay"),
+            Some(&acme.token),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    let error = json_of(response, 409).await;
+    assert_eq!(error["code"], "already_queued");
+    assert!(error["message"].as_str().unwrap().contains("stays open"));
+    let stored = dead_letters::get(api.db.store.pool(), id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.replayed_at, None,
+        "nothing was queued, so it stays open"
+    );
+    assert_eq!(api.inspector().await.ids().await.unwrap().len(), 1);
+    api.finish().await;
 }

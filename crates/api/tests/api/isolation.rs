@@ -103,3 +103,87 @@ async fn a_token_never_sees_or_changes_another_integrations_data() {
     );
     api.finish().await;
 }
+
+/// A webhook event of portal 1002 as HubSpot sends it, with personal data.
+fn foreign_event() -> serde_json::Value {
+    json!({
+        "eventId": 777,
+        "subscriptionId": 7,
+        "portalId": 1002,
+        "appId": 99,
+        "occurredAt": 1_780_000_000_000_i64,
+        "subscriptionType": "contact.propertyChange",
+        "attemptNumber": 0,
+        "objectId": 91,
+        "propertyName": "email",
+        "propertyValue": "grace@globex.io",
+        "changeSource": "CRM_UI",
+    })
+}
+
+#[tokio::test]
+async fn an_event_of_another_portal_belongs_to_that_portals_integration() {
+    // Arrange: an event of globex's portal, posted to acme's webhook URL;
+    // the worker records it under acme (`portal_mismatch`).
+    let api = TestApi::spawn().await;
+    let acme = api.tenant("acme", 1001).await;
+    let globex = api.tenant("globex", 1002).await;
+    let event = foreign_event();
+    let raw = serde_json::value::to_raw_value(&event).unwrap();
+    let key = leadsync_domain::WebhookEvent::from_raw(&raw).key().clone();
+    let letter = dead_letters::record(
+        api.db.store.pool(),
+        &NewDeadLetter {
+            integration_id: Some(acme.integration.id),
+            portal_id: Some(PortalId::new(1002)),
+            event_key: key.as_str().to_owned(),
+            kind: DeadLetterKind::InboundEvent,
+            reason: "portal_mismatch".to_owned(),
+            payload: event.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let replay_as = |token: String| {
+        api.request(
+            Method::POST,
+            &format!("/v1/dead-letters/{}/replay", letter.id),
+            Some(&token),
+        )
+        .send()
+    };
+
+    // Act
+    let acme_list = api
+        .get("/v1/dead-letters?include_replayed=true", &acme)
+        .await;
+    let acme_replay = replay_as(acme.token.clone()).await.unwrap();
+    let globex_list = api.get("/v1/dead-letters", &globex).await;
+    let globex_replay = replay_as(globex.token.clone()).await.unwrap();
+
+    // Assert
+    assert_eq!(
+        json_of(acme_list, 200).await["data"],
+        json!([]),
+        "the URL's integration does not see another portal's event"
+    );
+    assert_eq!(json_of(acme_replay, 404).await["code"], "not_found");
+    let listed = json_of(globex_list, 200).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["data"][0]["id"], letter.id);
+    assert_eq!(listed["data"][0]["payload"], event);
+    let replayed = json_of(globex_replay, 200).await;
+    assert_eq!(replayed["outcome"], "replayed");
+    assert_eq!(replayed["jobs_queued"], 1);
+    // The job is routed by the event's portal, as the app-wide webhook URL
+    // routes it, not by the integration the URL named.
+    let mut inspector = api.inspector().await;
+    let ids = inspector.ids().await.unwrap();
+    assert_eq!(ids.len(), 1);
+    let stored: leadsync_domain::EventKey = serde_json::from_value(json!(ids[0])).unwrap();
+    let job = inspector.get(&stored).await.unwrap().expect("the job");
+    assert_eq!(job.key, key);
+    assert_eq!(job.portal_id, Some(PortalId::new(1002)));
+    assert_eq!(job.integration, None);
+    api.finish().await;
+}

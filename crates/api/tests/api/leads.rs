@@ -287,3 +287,204 @@ async fn bad_input_gets_a_clear_error_naming_the_field_and_writes_nothing() {
     );
     api.finish().await;
 }
+
+#[tokio::test]
+async fn control_characters_are_refused_naming_the_field() {
+    // Arrange
+    let api = TestApi::spawn().await;
+    let acme = api.tenant("acme", 1001).await;
+    let existing = api
+        .create_lead(&acme, &json!({"email": "ada@acme.io"}))
+        .await;
+    let id = existing["id"].as_str().unwrap();
+    let cases = [
+        (
+            Method::POST,
+            "/v1/leads".to_owned(),
+            "first_name",
+            "Ada\u{0}",
+        ),
+        (
+            Method::POST,
+            "/v1/leads".to_owned(),
+            "last_name",
+            "Love\tlace",
+        ),
+        (
+            Method::POST,
+            "/v1/leads".to_owned(),
+            "source",
+            "web\u{1b}[31m",
+        ),
+        (
+            Method::POST,
+            "/v1/leads".to_owned(),
+            "email",
+            "bob\u{0}@acme.io",
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/leads/{id}"),
+            "company",
+            "Acme\nLtd",
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/leads/{id}"),
+            "job_title",
+            "CTO\u{7f}",
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/leads/{id}"),
+            "country",
+            "U\u{85}K",
+        ),
+    ];
+
+    for (method, path, field, value) in cases {
+        // Act
+        let response = api
+            .send_json(method.clone(), &path, &acme, &json!({ field: value }))
+            .await;
+
+        // Assert
+        let error = json_of(response, 422).await;
+        assert_eq!(error["code"], "invalid_field", "{method} {field}");
+        assert_eq!(error["field"], field, "{method} {field}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("control character"),
+            "{error}"
+        );
+    }
+    let trimmed = api
+        .create_lead(&acme, &json!({"first_name": "\tGrace\r\n"}))
+        .await;
+    assert_eq!(
+        trimmed["first_name"], "Grace",
+        "surrounding whitespace is trimmed"
+    );
+    let all = json_of(api.get("/v1/leads", &acme).await, 200).await;
+    assert_eq!(all["data"].as_array().unwrap().len(), 2);
+    let unchanged = json_of(api.get(&format!("/v1/leads/{id}"), &acme).await, 200).await;
+    assert_eq!(unchanged["company"], Value::Null, "nothing was written");
+    api.finish().await;
+}
+
+#[tokio::test]
+async fn status_takes_the_values_hubspot_accepts_for_its_lead_status() {
+    // Arrange
+    let api = TestApi::spawn().await;
+    let acme = api.tenant("acme", 1001).await;
+
+    // Act
+    let refused = api
+        .send_json(
+            Method::POST,
+            "/v1/leads",
+            &acme,
+            &json!({"email": "ada@acme.io", "status": "won"}),
+        )
+        .await;
+    let upper = api
+        .create_lead(
+            &acme,
+            &json!({"email": "bob@acme.io", "status": "IN_PROGRESS"}),
+        )
+        .await;
+    let id = upper["id"].as_str().unwrap();
+    let patched = api
+        .send_json(
+            Method::PATCH,
+            &format!("/v1/leads/{id}"),
+            &acme,
+            &json!({"status": "open_deal"}),
+        )
+        .await;
+    let bad_patch = api
+        .send_json(
+            Method::PATCH,
+            &format!("/v1/leads/{id}"),
+            &acme,
+            &json!({"status": "in progress"}),
+        )
+        .await;
+    // Mapped to a property of the account's own, status is free text.
+    let remapped = api
+        .send_json(
+            Method::PUT,
+            "/v1/integration/settings",
+            &acme,
+            &json!({"field_mapping": {"status": "lead_stage"}}),
+        )
+        .await;
+    let free = api
+        .send_json(
+            Method::POST,
+            "/v1/leads",
+            &acme,
+            &json!({"email": "cyd@acme.io", "status": "won"}),
+        )
+        .await;
+
+    // Assert
+    let error = json_of(refused, 422).await;
+    assert_eq!(error["field"], "status");
+    let message = error["message"].as_str().unwrap();
+    for accepted in ["new", "open", "in_progress", "open_deal", "bad_timing"] {
+        assert!(message.contains(accepted), "{message}");
+    }
+    assert_eq!(upper["status"], "in_progress", "stored lower-cased");
+    assert_eq!(json_of(patched, 200).await["status"], "open_deal");
+    assert_eq!(json_of(bad_patch, 422).await["field"], "status");
+    json_of(remapped, 200).await;
+    assert_eq!(json_of(free, 201).await["status"], "won");
+    api.finish().await;
+}
+
+#[tokio::test]
+async fn the_accepted_statuses_are_the_options_of_hubspots_lead_status() {
+    // Arrange
+    let sim = leadsync_hubspot_sim::spawn(leadsync_hubspot_sim::SimConfig {
+        portals: vec![
+            leadsync_hubspot_sim::PortalConfig::new(1001).with_private_app_token("pat-na1-api"),
+        ],
+        rate_limit: leadsync_hubspot_sim::RateLimitConfig::disabled(),
+        ..leadsync_hubspot_sim::SimConfig::default()
+    })
+    .await
+    .expect("simulator starts");
+
+    // Act
+    let property: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/crm/v3/properties/contacts/{}",
+            sim.base_url(),
+            leadsync_api::routes::leads::LEAD_STATUS_PROPERTY
+        ))
+        .bearer_auth("pat-na1-api")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    // Assert: what the API accepts, as the field mapping sends it.
+    let mut options: Vec<String> = property["options"]
+        .as_array()
+        .expect("an enumeration")
+        .iter()
+        .map(|o| o["value"].as_str().unwrap().to_owned())
+        .collect();
+    options.sort();
+    let mut accepted: Vec<String> = leadsync_api::routes::leads::HUBSPOT_LEAD_STATUSES
+        .iter()
+        .map(|s| s.to_uppercase())
+        .collect();
+    accepted.sort();
+    assert_eq!(accepted, options);
+}

@@ -64,3 +64,45 @@ async fn sync_status_answers_why_a_lead_was_skipped() {
     assert_eq!(json_of(bad, 422).await["field"], "history");
     api.finish().await;
 }
+
+#[tokio::test]
+async fn the_last_skip_is_found_behind_a_full_page_of_newer_decisions() {
+    // Arrange: a skip, then more newer decisions than `history` returns.
+    let api = TestApi::spawn().await;
+    let acme = api.tenant("acme", 1001).await;
+    let lead = api
+        .create_lead(&acme, &json!({"email": "ada@acme.io"}))
+        .await;
+    let id: uuid::Uuid = lead["id"].as_str().unwrap().parse().unwrap();
+    let pool = api.db.store.pool();
+    let mut conflict = AuditEntry::new(Direction::Inbound, AuditAction::Conflict);
+    conflict.integration_id = Some(acme.integration.id);
+    conflict.lead_id = Some(id);
+    conflict.reason = Some("conflict_platform_wins".to_owned());
+    let conflict_id = audit::record(pool, &conflict).await.unwrap();
+    let newer: Vec<AuditEntry> = (0..25)
+        .map(|_| {
+            let mut updated = AuditEntry::new(Direction::Outbound, AuditAction::Updated);
+            updated.integration_id = Some(acme.integration.id);
+            updated.lead_id = Some(id);
+            updated
+        })
+        .collect();
+    audit::record_many(pool, &newer).await.unwrap();
+
+    // Act
+    let status = json_of(
+        api.get(&format!("/v1/leads/{id}/sync-status"), &acme).await,
+        200,
+    )
+    .await;
+
+    // Assert
+    let history = status["history"].as_array().unwrap();
+    assert_eq!(history.len(), 20);
+    assert!(history.iter().all(|e| e["action"] == "updated"));
+    assert_eq!(status["last_skip"]["id"], conflict_id);
+    assert_eq!(status["last_skip"]["action"], "conflict");
+    assert_eq!(status["last_skip"]["reason"], "conflict_platform_wins");
+    api.finish().await;
+}

@@ -400,8 +400,10 @@ async fn mapping_a_field_to_another_property_forgets_its_merge_base_only() {
     };
 
     // Act: an unrelated change, then a remapped phone
-    let mut settings = IntegrationSettings::default();
-    settings.empty_never_overwrites = true;
+    let mut settings = IntegrationSettings {
+        empty_never_overwrites: true,
+        ..IntegrationSettings::default()
+    };
     integrations::update_settings(pool, acme.id, &settings)
         .await
         .unwrap();

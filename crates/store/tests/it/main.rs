@@ -1,6 +1,7 @@
 //! Repository tests against a real Postgres: one fresh database per test.
 
 mod api_tokens;
+mod dead_letters;
 mod helpers;
 mod leads;
 mod outbox;
