@@ -72,15 +72,13 @@ pub enum Command {
         #[arg(long)]
         integration: String,
     },
-    /// Exchanges the code HubSpot sent to the redirect URL for tokens and
-    /// stores them encrypted.
+    /// Exchanges the code HubSpot sent to the redirect URL, read from standard
+    /// input (never from the command line), for tokens and stores them
+    /// encrypted.
     Oauth {
         /// The integration's name.
         #[arg(long)]
         integration: String,
-        /// The `code` of the redirect (single-use, short-lived).
-        #[arg(long)]
-        code: String,
     },
     /// Checks a private app's access token, read from standard input (never
     /// from the command line), and stores it encrypted.
@@ -108,9 +106,15 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
                 "HubSpot then redirects to {}?code=...&state=...; check that state is {}, then run:",
                 settings.hubspot.redirect_uri, link.state
             );
-            println!("  leadsync connect oauth --integration {integration} --code CODE");
+            println!("  leadsync connect oauth --integration {integration}");
+            println!("and paste the code when asked (or pipe it in).");
         }
-        Command::Oauth { integration, code } => {
+        Command::Oauth { integration } => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!("Paste the `code` of the redirect URL, then press Enter:");
+            }
+            let code = read_code(stdin.lock())?;
             println!("{}", oauth(settings, &integration, &code).await?);
         }
         Command::PrivateApp {
@@ -221,12 +225,13 @@ pub fn oauth_url(settings: &Settings, integration: &str) -> anyhow::Result<Autho
 ///
 /// # Errors
 /// A refused or already used code, a token of another app than
-/// `hubspot.app_id`, an account connected under another name, missing
-/// configuration, or an unreachable database.
+/// `hubspot.app_id` (or of an unnamed app while `hubspot.app_id` is set), an
+/// account connected under another name, missing configuration, or an
+/// unreachable database.
 pub async fn oauth(
     settings: &Settings,
     integration: &str,
-    code: &str,
+    code: &SecretString,
 ) -> anyhow::Result<Connected> {
     check_name(integration)?;
     let cipher = cipher(settings)?;
@@ -235,7 +240,7 @@ pub async fn oauth(
     let store = store(settings).await?;
     let client = Client::builder(client_config(settings)?).build()?;
     let tokens = client
-        .exchange_code(code.trim(), redirect)
+        .exchange_code(code.expose_secret().trim(), redirect)
         .await
         .map_err(|e| match e {
             HubSpotError::ReauthorizationRequired { status } => anyhow::anyhow!(
@@ -256,12 +261,7 @@ pub async fn oauth(
         );
     }
     let configured = settings.hubspot.app_id;
-    if let Some(app) = info.app_id {
-        anyhow::ensure!(
-            configured == 0 || app.get() == configured,
-            "the token belongs to HubSpot app {app}, but hubspot.app_id is {configured}"
-        );
-    }
+    check_app(configured, info.app_id)?;
     let result = save(
         &store,
         &cipher,
@@ -284,19 +284,58 @@ pub async fn oauth(
     result
 }
 
+/// Refuses a token of another app than `hubspot.app_id` (`configured`, 0 when
+/// unset), and one HubSpot names no app for while `hubspot.app_id` is set:
+/// that app's webhooks could not be checked to reach this account.
+fn check_app(configured: u64, token_app: Option<AppId>) -> anyhow::Result<()> {
+    if configured == 0 {
+        return Ok(());
+    }
+    match token_app {
+        Some(app) => anyhow::ensure!(
+            app.get() == configured,
+            "the token belongs to HubSpot app {app}, but hubspot.app_id is {configured}; nothing was stored"
+        ),
+        None => anyhow::bail!(
+            "HubSpot did not say which app the token belongs to, so it cannot be checked against hubspot.app_id ({configured}); nothing was stored"
+        ),
+    }
+    Ok(())
+}
+
+/// The first non-blank line of `input`, trimmed; `None` when there is none.
+fn first_line(input: impl BufRead, what: &str) -> anyhow::Result<Option<SecretString>> {
+    for line in input.lines() {
+        let line = SecretString::from(
+            line.with_context(|| format!("reading {what} from standard input"))?,
+        );
+        let value = line.expose_secret().trim();
+        if !value.is_empty() {
+            return Ok(Some(SecretString::from(value.to_owned())));
+        }
+    }
+    Ok(None)
+}
+
 /// Reads a private-app token: the first non-blank line of `input`.
 ///
 /// # Errors
 /// Nothing but blanks, or a read failure.
 pub fn read_token(input: impl BufRead) -> anyhow::Result<SecretString> {
-    for line in input.lines() {
-        let line = SecretString::from(line.context("reading the token from standard input")?);
-        let token = line.expose_secret().trim();
-        if !token.is_empty() {
-            return Ok(SecretString::from(token.to_owned()));
-        }
-    }
-    anyhow::bail!("no token on standard input: paste the private app's access token, or pipe it in")
+    first_line(input, "the token")?
+        .context("no token on standard input: paste the private app's access token, or pipe it in")
+}
+
+/// Reads an OAuth authorization code: the first non-blank line of `input`.
+/// It is a credential until used, so it is not taken from the command line,
+/// where other users' `ps` and the shell's history would see it.
+///
+/// # Errors
+/// Nothing but blanks, or a read failure.
+pub fn read_code(input: impl BufRead) -> anyhow::Result<SecretString> {
+    first_line(input, "the authorization code")?.context(
+        "no authorization code on standard input: paste the `code` of the redirect URL, or pipe it in",
+    )
 }
 
 /// `connect private-app`: checks the token with one cheap read (the first
@@ -461,5 +500,30 @@ mod tests {
         let token = read_token("\n  pat-na1-abc  \nmore\n".as_bytes()).expect("a token");
         assert_eq!(token.expose_secret(), "pat-na1-abc");
         assert!(read_token(" \n\n".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn the_code_is_the_first_non_blank_line() {
+        let code = read_code("\n  na1-6f2a-code \n".as_bytes()).expect("a code");
+        assert_eq!(code.expose_secret(), "na1-6f2a-code");
+        let message = read_code("".as_bytes()).expect_err("no code").to_string();
+        assert!(message.contains("no authorization code"), "{message}");
+    }
+
+    #[test]
+    fn a_token_must_name_the_configured_app() {
+        let configured = 1_160_452;
+        assert!(check_app(configured, Some(AppId::new(configured))).is_ok());
+        let other = check_app(configured, Some(AppId::new(7)))
+            .expect_err("another app")
+            .to_string();
+        assert!(other.contains("hubspot.app_id is 1160452"), "{other}");
+        let unnamed = check_app(configured, None)
+            .expect_err("no app named while one is configured")
+            .to_string();
+        assert!(unnamed.contains("did not say which app"), "{unnamed}");
+        // Without hubspot.app_id there is nothing to compare with.
+        assert!(check_app(0, Some(AppId::new(7))).is_ok());
+        assert!(check_app(0, None).is_ok());
     }
 }

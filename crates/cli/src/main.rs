@@ -3,6 +3,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use leadsync_runtime::Settings;
+use leadsync_runtime::telemetry::{self, LogOutput};
 
 #[derive(Parser)]
 #[command(about = "leadsync: two-way lead sync between the platform and HubSpot")]
@@ -65,6 +66,17 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load().context("loading configuration")?;
+    // Logs go to standard error: standard output carries the commands'
+    // results (a new API token, reports). Kept until the command ends. The
+    // demo narrates what it shows, which the log lines of the ingester and
+    // worker it runs in process would drown.
+    let _telemetry = match cli.command {
+        Command::Demo => None,
+        _ => Some(telemetry::init_with_output(
+            &settings.telemetry,
+            LogOutput::Stderr,
+        )?),
+    };
     match cli.command {
         Command::Connect { how } => leadsync_cli::connect::run(&settings, how).await,
         Command::Setup {

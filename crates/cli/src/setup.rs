@@ -10,9 +10,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use leadsync_domain::{AppId, FieldMapping, PortalId};
 use leadsync_hubspot::{
-    Client, DeveloperApp, LimiterConfig, NewSubscription, OAuthTokens, OAuthTokensConfig,
-    PortalQuota, PropertyEnsured, RateLimiter, SOURCE_SYSTEM_PROPERTY, Subscription, Throttling,
-    TokenSource, WebhookSettings,
+    Client, DeveloperApp, HubSpotError, LimiterConfig, NewSubscription, OAuthTokens,
+    OAuthTokensConfig, PortalQuota, PropertyEnsured, RateLimiter, SOURCE_SYSTEM_PROPERTY,
+    Subscription, Throttling, TokenSource, WebhookSettings,
 };
 use leadsync_runtime::{ConfigError, Settings};
 use leadsync_store::integrations::{self, AuthMode};
@@ -398,27 +398,67 @@ async fn ensure_subscriptions(
     let mut steps = Vec::with_capacity(wanted.len());
     for want in wanted {
         let item = subscription_label(&want.event_type, want.property_name.as_deref());
-        let found: Option<&Subscription> = existing
-            .iter()
-            .find(|s| s.event_type == want.event_type && s.property_name == want.property_name);
-        let change = match found {
-            Some(s) if s.active => Change::Existed,
-            Some(s) => {
-                client
-                    .set_subscription_active(app, &s.id, true)
-                    .await
-                    .with_context(|| format!("activating the {item}"))?;
-                Change::Updated("activated".to_owned())
-            }
-            None => {
-                client
-                    .create_subscription(app, want)
-                    .await
-                    .with_context(|| format!("creating the {item}"))?;
-                Change::Created
-            }
+        let change = match find_subscription(&existing, want) {
+            Some(s) => ensure_active(client, app, s, &item).await?,
+            None => match client.create_subscription(app, want).await {
+                Ok(_) => Change::Created,
+                Err(e) if already_exists(&e) => {
+                    // Created since the list: by a retry of this very call
+                    // whose first answer was lost, or by a run alongside.
+                    let listed = client
+                        .list_subscriptions(app)
+                        .await
+                        .context("listing the app's webhook subscriptions")?;
+                    let found = find_subscription(&listed, want).with_context(|| {
+                        format!(
+                            "creating the {item}: HubSpot answered that it exists, but does not list it"
+                        )
+                    })?;
+                    ensure_active(client, app, found, &item).await?
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("creating the {item}")));
+                }
+            },
         };
         steps.push(Step { item, change });
     }
     Ok(steps)
+}
+
+/// The subscription of `subscriptions` that `want` describes (same event type
+/// and property), active or not.
+fn find_subscription<'a>(
+    subscriptions: &'a [Subscription],
+    want: &NewSubscription,
+) -> Option<&'a Subscription> {
+    subscriptions
+        .iter()
+        .find(|s| s.event_type == want.event_type && s.property_name == want.property_name)
+}
+
+/// Whether HubSpot refused a subscription create because that subscription
+/// exists: a 409, whichever variant its message made of it.
+fn already_exists(error: &HubSpotError) -> bool {
+    matches!(
+        error,
+        HubSpotError::Permanent { status: 409, .. } | HubSpotError::Conflict { .. }
+    )
+}
+
+/// Leaves an active subscription alone and switches an inactive one on.
+async fn ensure_active(
+    client: &Client,
+    app: &DeveloperApp,
+    subscription: &Subscription,
+    item: &str,
+) -> anyhow::Result<Change> {
+    if subscription.active {
+        return Ok(Change::Existed);
+    }
+    client
+        .set_subscription_active(app, &subscription.id, true)
+        .await
+        .with_context(|| format!("activating the {item}"))?;
+    Ok(Change::Updated("activated".to_owned()))
 }

@@ -16,6 +16,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt as _, filter_fn};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer, Registry};
@@ -51,8 +52,28 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber (and the OTLP pipeline when configured).
+/// Where log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogOutput {
+    /// Standard output: a service's output is its logs.
+    #[default]
+    Stdout,
+    /// Standard error: for a command whose standard output carries its
+    /// results (`leadsync api-token create` prints a token there).
+    Stderr,
+}
+
+/// Installs the global subscriber (and the OTLP pipeline when configured),
+/// logging to standard output.
 pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
+    init_with_output(settings, LogOutput::Stdout)
+}
+
+/// [`init`], logging to `output`.
+pub fn init_with_output(
+    settings: &TelemetrySettings,
+    output: LogOutput,
+) -> Result<TelemetryGuard, TelemetryError> {
     let filter = EnvFilter::try_new(&settings.log_filter)
         .map_err(|e| TelemetryError::Filter(e.to_string()))?;
     let provider = if settings.otlp_endpoint.is_empty() {
@@ -87,15 +108,23 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
     // rest of a webhook request; spans go to the trace exporter, and log lines
     // carry the ids they need as their own fields.
     let logs = filter.clone().and(filter_fn(|meta| meta.is_event()));
+    let writer = match output {
+        LogOutput::Stdout => BoxMakeWriter::new(std::io::stdout),
+        LogOutput::Stderr => BoxMakeWriter::new(std::io::stderr),
+    };
     layers.push(match settings.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
             .with_filter(logs)
             .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_filter(logs).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_filter(logs)
+            .boxed(),
     });
     if let Some(p) = &provider {
         layers.push(

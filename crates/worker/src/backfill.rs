@@ -59,6 +59,7 @@ use leadsync_store::stats::{self, StatsDelta};
 use leadsync_store::{Integration, Lead, LeadColumn, Store, StoreError, TokenCipher, integrations};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::error::StartupError;
@@ -434,37 +435,47 @@ pub async fn run_once(
     progress: &(dyn Fn(&BackfillProgress) + Send + Sync),
 ) -> Result<BackfillReport, BackfillError> {
     let id = integration.id;
-    let mapping =
-        inbound::mapping_for(&integration.settings).map_err(|e| BackfillError::Mapping(id, e))?;
-    let Some(lock) = RunLock::try_acquire(deps.store.pool(), id, CursorKind::Backfill).await?
-    else {
-        return Err(BackfillError::AlreadyRunning(id));
-    };
-    if let Some(limiter) = deps.hubspot.limiter() {
-        let quota = limiter.quota(integration.portal_id);
-        limiter.set_quota(
-            integration.portal_id,
-            PortalQuota {
-                background_share: deps.config.max_quota_share,
-                ..quota
-            },
-        );
+    let origin_key = format!("{AUDIT_REASON}:{}", Uuid::now_v7());
+    let span = tracing::info_span!(
+        "backfill.run",
+        integration.id = %id,
+        origin.key = %origin_key,
+    );
+    async move {
+        let mapping = inbound::mapping_for(&integration.settings)
+            .map_err(|e| BackfillError::Mapping(id, e))?;
+        let Some(lock) = RunLock::try_acquire(deps.store.pool(), id, CursorKind::Backfill).await?
+        else {
+            return Err(BackfillError::AlreadyRunning(id));
+        };
+        if let Some(limiter) = deps.hubspot.limiter() {
+            let quota = limiter.quota(integration.portal_id);
+            limiter.set_quota(
+                integration.portal_id,
+                PortalQuota {
+                    background_share: deps.config.max_quota_share,
+                    ..quota
+                },
+            );
+        }
+        let run = Run {
+            deps,
+            integration,
+            mapping: &mapping,
+            hubspot: deps.hubspot.with_priority(Priority::Background),
+            origin_key,
+            options,
+            progress,
+        };
+        let result = run.go().await;
+        if let Err(e) = lock.release().await {
+            // Its connection is gone, and the lock with it.
+            tracing::warn!(integration.id = %id, error = %e, "Releasing the backfill lock failed");
+        }
+        result
     }
-    let run = Run {
-        deps,
-        integration,
-        mapping: &mapping,
-        hubspot: deps.hubspot.with_priority(Priority::Background),
-        origin_key: format!("{AUDIT_REASON}:{}", Uuid::now_v7()),
-        options,
-        progress,
-    };
-    let result = run.go().await;
-    if let Err(e) = lock.release().await {
-        // Its connection is gone, and the lock with it.
-        tracing::warn!(integration.id = %id, error = %e, "Releasing the backfill lock failed");
-    }
-    result
+    .instrument(span)
+    .await
 }
 
 /// One run of one integration, under its lock.

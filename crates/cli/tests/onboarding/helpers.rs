@@ -12,7 +12,7 @@ use leadsync_hubspot_sim::{
 use leadsync_runtime::Settings;
 use leadsync_store::TokenCipher;
 use leadsync_store::testing::TestDb;
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 
 pub const PORTAL: u64 = 62515;
 pub const APP_ID: u64 = 1_160_452;
@@ -87,7 +87,7 @@ impl Env {
     }
 
     /// A HubSpot user approves the install: the code the redirect carries.
-    pub fn authorize(&self) -> String {
+    pub fn authorize(&self) -> SecretString {
         self.sim
             .control()
             .authorize(AuthorizeRequest {
@@ -96,6 +96,7 @@ impl Env {
                 redirect_uri: Some(REDIRECT_URI.to_owned()),
             })
             .code
+            .into()
     }
 
     /// A plain client of the simulator (no credentials).

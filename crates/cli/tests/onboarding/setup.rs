@@ -7,7 +7,8 @@ use leadsync_domain::PortalId;
 use leadsync_hubspot::{NewSubscription, Subscription, Throttling, TokenSource, WebhookSettings};
 use secrecy::SecretString;
 
-use crate::helpers::{Env, PORTAL, PRIVATE_TOKEN, PUBLIC_BASE_URL};
+use crate::helpers::{APP_ID, Env, PORTAL, PRIVATE_TOKEN, PUBLIC_BASE_URL};
+use crate::lossy_proxy::LossyProxy;
 
 /// Every HubSpot endpoint that changes the property or the webhooks.
 const WRITES: [&str; 6] = [
@@ -212,6 +213,50 @@ async fn an_inactive_subscription_is_activated_and_an_app_wide_url_is_kept() {
         .expect("read")
         .expect("saved");
     assert_eq!(settings.target_url, app_wide);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_subscription_create_retried_after_a_lost_answer_counts_as_existing() {
+    // Arrange
+    let env = Env::new().await;
+    connect_oauth(&env).await;
+    // HubSpot creates the first subscription, its answer is lost (502), the
+    // client retries, and the retry is answered 409: it exists.
+    let proxy = LossyProxy::spawn(
+        &env.sim.base_url(),
+        &format!("POST /webhooks/v3/{APP_ID}/subscriptions?"),
+        1,
+    )
+    .await;
+    let mut settings = env.settings.clone();
+    settings.hubspot.api_base_url.clone_from(&proxy.url);
+
+    // Act
+    let report = setup::run(&settings, "acme", SetupOptions::default())
+        .await
+        .expect("setup runs");
+    let creates = env.calls("POST /webhooks/v3/{appId}/subscriptions");
+    let lists = env.calls("GET /webhooks/v3/{appId}/subscriptions");
+
+    // Assert
+    assert_eq!(proxy.lost(), 1);
+    let creation = report
+        .steps
+        .iter()
+        .find(|s| s.item == "subscription contact.creation")
+        .expect("handled");
+    assert_eq!(creation.change, Change::Existed, "{report}");
+    assert_eq!(report.created(), 1 + 1 + 4 + MAPPED.len(), "{report}");
+    let all = subscriptions(&env).await;
+    assert_eq!(all.len(), 5 + MAPPED.len(), "one each: {all:?}");
+    assert!(all.iter().all(|s| s.active), "{all:?}");
+    assert_eq!(
+        creates,
+        1 + 5 + MAPPED.len() as u64,
+        "the lost create was sent again"
+    );
+    assert_eq!(lists, 2, "listed again after the 409");
     env.finish().await;
 }
 

@@ -7,8 +7,7 @@ use std::sync::Mutex;
 
 use leadsync_domain::PortalId;
 use leadsync_hubspot::{
-    Client, ClientConfig, HubSpotMetrics, LimiterConfig, Property, PropertyCreated, PropertyOption,
-    RateLimiter, TokenSource,
+    Client, ClientConfig, HubSpotMetrics, LimiterConfig, PropertyEnsured, RateLimiter, TokenSource,
 };
 use leadsync_hubspot_sim::{ImportRequest, UserEdit};
 use leadsync_store::cursors::{self, CursorKind, RunLock};
@@ -27,30 +26,11 @@ const SOURCE: &str = "jazzaam";
 
 /// Creates the custom property `lead_source_system`, as `leadsync setup` does.
 async fn create_source_property(client: &Client) {
-    let option = |value: &str| PropertyOption {
-        label: value.to_owned(),
-        value: value.to_owned(),
-        hidden: false,
-        display_order: None,
-    };
-    let created = client
-        .create_property(
-            PortalId::new(PORTAL),
-            &Property {
-                name: "lead_source_system".to_owned(),
-                label: "Lead source system".to_owned(),
-                property_type: "enumeration".to_owned(),
-                field_type: "select".to_owned(),
-                group_name: "contactinformation".to_owned(),
-                description: None,
-                options: vec![option(SOURCE), option("hubspot")],
-                has_unique_value: None,
-                hubspot_defined: None,
-            },
-        )
+    let ensured = client
+        .ensure_source_property(PortalId::new(PORTAL), SOURCE)
         .await
         .expect("property created");
-    assert!(matches!(created, PropertyCreated::Created(_)));
+    assert_eq!(ensured, PropertyEnsured::Created);
 }
 
 fn deps(env: &TestEnv, hubspot: Client) -> BackfillDeps {
