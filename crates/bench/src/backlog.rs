@@ -51,15 +51,9 @@ pub struct Options {
     /// Fail if the backlog has not drained after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_secs: u64,
-    /// Log filter of the in-process components.
-    #[arg(long, default_value = "warn")]
-    pub log_filter: String,
-    /// Extra settings (TOML) for the ingester and workers.
-    #[arg(long, default_value = "")]
-    pub settings: String,
-    /// Redis of the queue and the rate limiter (the run's keys are deleted afterwards).
-    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
-    pub redis_url: String,
+    /// Logs, extra settings and Redis of the fleet.
+    #[command(flatten)]
+    pub fleet: fleet::FleetArgs,
 }
 
 /// Runs the scenario and prints the figures.
@@ -70,17 +64,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         options.events_per_contact > 0,
         "--events-per-contact must be at least 1"
     );
-    let settings = leadsync_runtime::Settings::from_toml(&format!(
-        "[telemetry]\nlog_filter = \"{}\"",
-        options.log_filter
-    ))?;
-    let _telemetry = leadsync_runtime::telemetry::init(&settings.telemetry)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench")
-        .enable_all()
-        .build()?;
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let (_telemetry, rt, cores) = fleet::bench_runtime(&options.fleet.log_filter)?;
     println!(
         "leadsync backlog benchmark: {cores} cores; {} contacts x {} events = {} events; {} worker replica(s) with a quota of {} calls per 10 s; simulator rate limit OFF",
         options.contacts,
@@ -93,20 +77,16 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 }
 
 async fn run_once(options: &Options) -> anyhow::Result<()> {
-    let fleet = Fleet::start(&FleetConfig {
+    let config = FleetConfig {
         sim_rate_limit: RateLimitConfig::disabled(),
         deliver_webhooks: false,
         subscriptions: Vec::new(),
         quota: options.quota,
-        redis_url: options.redis_url.clone(),
-        extra_settings: options.settings.clone(),
+        redis_url: options.fleet.redis_url.clone(),
+        extra_settings: options.fleet.settings.clone(),
         seed: 11,
-    })
-    .await?;
-    let result = measure(&fleet, options).await;
-    let finished = fleet.finish().await;
-    result?;
-    finished
+    };
+    Fleet::run(&config, async |fleet| measure(fleet, options).await).await
 }
 
 async fn measure(fleet: &Fleet, options: &Options) -> anyhow::Result<()> {

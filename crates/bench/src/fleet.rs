@@ -18,6 +18,7 @@ use leadsync_hubspot_sim::{
 };
 use leadsync_queue::QueueInspector;
 use leadsync_runtime::Settings;
+use leadsync_runtime::telemetry::TelemetryGuard;
 use leadsync_store::integrations::{self, AuthMode, NewIntegration, Tokens};
 use leadsync_store::testing::TestDb;
 use leadsync_store::{IntegrationSettings, TokenCipher};
@@ -32,6 +33,20 @@ pub const PORTAL: u64 = 62_515;
 const TOKEN: &str = "pat-na1-leadsync-bench";
 /// apalis-redis lists every queue a worker registered on here, outside any prefix.
 const APALIS_QUEUES: &str = "core:apalis:queues:list";
+
+/// The flags of every benchmark that runs a [`Fleet`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct FleetArgs {
+    /// Log filter of the in-process components.
+    #[arg(long, default_value = "warn")]
+    pub log_filter: String,
+    /// Extra settings (TOML) for the ingester and workers, e.g. "[worker]\nbatch_window_ms = 500".
+    #[arg(long, default_value = "")]
+    pub settings: String,
+    /// Redis of the queues and the rate limiter (the run's keys are deleted afterwards).
+    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
+    pub redis_url: String,
+}
 
 /// What a [`Fleet`] is built with.
 #[derive(Debug, Clone)]
@@ -128,6 +143,34 @@ impl Fleet {
                 Err(e)
             }
         }
+    }
+
+    /// Starts a fleet with `config`, runs `scenario` on it and finishes the
+    /// fleet whatever the scenario's outcome; the scenario's error comes
+    /// first.
+    pub async fn run<T>(
+        config: &FleetConfig,
+        scenario: impl AsyncFnOnce(&Fleet) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let fleet = Self::start(config).await?;
+        let result = scenario(&fleet).await;
+        let finished = fleet.finish().await;
+        let value = result?;
+        finished?;
+        Ok(value)
+    }
+
+    /// Starts `n` worker replicas ([`Fleet::start_replicas`]), runs
+    /// `measure` with them and stops them all, whatever its outcome.
+    pub async fn with_replicas<T>(
+        &self,
+        n: usize,
+        measure: impl AsyncFnOnce(&[Replica]) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let workers = self.start_replicas(n).await?;
+        let result = measure(&workers).await;
+        stop_all(workers).await;
+        result
     }
 
     /// The settings, and the integration connected with a private-app token
@@ -498,6 +541,15 @@ impl Replica {
     }
 }
 
+/// Every replica's `/metrics` text.
+pub async fn metrics_of(replicas: &[Replica]) -> anyhow::Result<Vec<String>> {
+    let mut texts = Vec::with_capacity(replicas.len());
+    for r in replicas {
+        texts.push(r.metrics().await?);
+    }
+    Ok(texts)
+}
+
 /// Stops every replica, logging failures.
 pub async fn stop_all(replicas: Vec<Replica>) {
     for r in replicas {
@@ -529,6 +581,34 @@ pub fn fleet_metric(texts: &[String], name: &str) -> f64 {
     texts.iter().map(|t| metric_sum(t, name)).sum::<f64>() + 0.0
 }
 
+/// The simulator's limit of `quota` calls per 10 s for the portal, as
+/// HubSpot's own.
+pub fn quota_limit(quota: u32) -> RateLimitConfig {
+    RateLimitConfig {
+        window_max: quota,
+        window_ms: 10_000,
+        ..RateLimitConfig::default()
+    }
+}
+
+/// What an end-to-end benchmark runs on: logs at `log_filter` (until the
+/// guard is dropped), a runtime of two threads for the simulator, the
+/// ingester and the measuring (each worker replica has its own), and the
+/// machine's core count for the header line.
+pub fn bench_runtime(
+    log_filter: &str,
+) -> anyhow::Result<(TelemetryGuard, tokio::runtime::Runtime, usize)> {
+    let settings = Settings::from_toml(&format!("[telemetry]\nlog_filter = \"{log_filter}\""))?;
+    let telemetry = leadsync_runtime::telemetry::init(&settings.telemetry)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench")
+        .enable_all()
+        .build()?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    Ok((telemetry, rt, cores))
+}
+
 /// A labelled metric's value for one label value (e.g. `outcome="committed"`),
 /// summed over every replica's `/metrics`.
 pub fn metric_where(texts: &[String], name: &str, label_value: &str) -> f64 {
@@ -540,6 +620,41 @@ pub fn metric_where(texts: &[String], name: &str, label_value: &str) -> f64 {
         .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
         .sum::<f64>()
         + 0.0
+}
+
+/// Samples taken every 500 ms while a run goes on, for diagnosis.
+pub struct Sampler<T> {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<T>>,
+}
+
+impl<T: Send + 'static> Sampler<T> {
+    /// Takes a sample with `sample` now and every 500 ms until
+    /// [`Sampler::stop`].
+    pub fn start<F>(mut sample: impl FnMut() -> F + Send + 'static) -> Self
+    where
+        F: Future<Output = T> + Send,
+    {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                samples.push(sample().await);
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+            samples
+        });
+        Self { stop, task }
+    }
+
+    /// Stops sampling; the samples, or `None` if sampling failed.
+    pub async fn stop(self) -> Option<Vec<T>> {
+        let _ = self.stop.send(());
+        self.task.await.ok()
+    }
 }
 
 /// Waits until `check` returns `Some`, polling every `every`; `None` after `timeout`.

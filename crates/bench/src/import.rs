@@ -21,11 +21,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use leadsync_hubspot_sim::{Control, ImportRequest, RateLimitConfig, SubscriptionSpec};
+use leadsync_hubspot_sim::{Control, ImportRequest, SubscriptionSpec};
 use leadsync_queue::QueueInspector;
 
 use crate::fleet::{
-    self, ExpectedLeads, Fleet, FleetConfig, PORTAL, Replica, fleet_metric, metric_where,
+    self, ExpectedLeads, Fleet, FleetConfig, PORTAL, Replica, Sampler, fleet_metric, metric_where,
 };
 
 /// Properties subscribed to: with the creation, six events per contact.
@@ -52,15 +52,9 @@ pub struct Options {
     /// Also print, every 500 ms, HubSpot calls, leads and processed events.
     #[arg(long)]
     pub timeline: bool,
-    /// Log filter of the in-process components.
-    #[arg(long, default_value = "warn")]
-    pub log_filter: String,
-    /// Extra settings (TOML) for the ingester and workers, e.g. "[worker]\nbatch_window_ms = 500".
-    #[arg(long, default_value = "")]
-    pub settings: String,
-    /// Redis of the queue and the rate limiter (the run's keys are deleted afterwards).
-    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
-    pub redis_url: String,
+    /// Logs, extra settings and Redis of the fleet.
+    #[command(flatten)]
+    pub fleet: fleet::FleetArgs,
 }
 
 /// What one run measured.
@@ -116,17 +110,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         options.replicas.iter().all(|n| *n > 0),
         "--replicas must be at least 1"
     );
-    let settings = leadsync_runtime::Settings::from_toml(&format!(
-        "[telemetry]\nlog_filter = \"{}\"",
-        options.log_filter
-    ))?;
-    let _telemetry = leadsync_runtime::telemetry::init(&settings.telemetry)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench")
-        .enable_all()
-        .build()?;
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let (_telemetry, rt, cores) = fleet::bench_runtime(&options.fleet.log_filter)?;
     println!(
         "leadsync import benchmark: {cores} cores; {} contacts x (1 creation + {} propertyChange) = {} events; quota {} calls per 10 s (simulator and workers)",
         options.contacts,
@@ -145,12 +129,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 }
 
 async fn run_once(options: &Options, replicas: usize) -> anyhow::Result<ImportFigures> {
-    let fleet = Fleet::start(&FleetConfig {
-        sim_rate_limit: RateLimitConfig {
-            window_max: options.quota,
-            window_ms: 10_000,
-            ..RateLimitConfig::default()
-        },
+    let config = FleetConfig {
+        sim_rate_limit: fleet::quota_limit(options.quota),
         deliver_webhooks: true,
         subscriptions: std::iter::once(SubscriptionSpec::new("contact.creation"))
             .chain(
@@ -160,22 +140,18 @@ async fn run_once(options: &Options, replicas: usize) -> anyhow::Result<ImportFi
             )
             .collect(),
         quota: options.quota,
-        redis_url: options.redis_url.clone(),
-        extra_settings: options.settings.clone(),
+        redis_url: options.fleet.redis_url.clone(),
+        extra_settings: options.fleet.settings.clone(),
         seed: 7,
+    };
+    let mut figures = Fleet::run(&config, async |fleet| {
+        fleet
+            .with_replicas(replicas, async |workers| {
+                measure(fleet, workers, options).await
+            })
+            .await
     })
     .await?;
-    let result = match fleet.start_replicas(replicas).await {
-        Ok(workers) => {
-            let result = measure(&fleet, &workers, options).await;
-            fleet::stop_all(workers).await;
-            result
-        }
-        Err(e) => Err(e),
-    };
-    let finished = fleet.finish().await;
-    let mut figures = result?;
-    finished?;
     figures.replicas = replicas;
     Ok(figures)
 }
@@ -272,10 +248,7 @@ async fn measure(
     let process_cpu = crate::stats::process_cpu_seconds() - process_cpu;
     let stats = control.stats();
     let portal = stats.portals.get(&PORTAL).cloned().unwrap_or_default();
-    let mut texts = Vec::with_capacity(workers.len());
-    for w in workers {
-        texts.push(w.metrics().await?);
-    }
+    let texts = fleet::metrics_of(workers).await?;
     if let Some(timeline) = timeline {
         timeline.stop_and_print(started).await;
     }
@@ -378,10 +351,7 @@ fn print_summary(all: &[ImportFigures]) {
 }
 
 /// Samples taken every 500 ms while a run goes on, for diagnosis.
-struct Timeline {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Vec<Sample>>,
-}
+struct Timeline(Sampler<Sample>);
 
 struct Sample {
     at: Instant,
@@ -396,11 +366,10 @@ impl Timeline {
     fn start(control: Control, fleet: &Fleet) -> Self {
         let pool = fleet.db.store.pool().clone();
         let integration = fleet.integration;
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut samples = Vec::new();
-            loop {
-                let stats = control.stats();
+        Self(Sampler::start(move || {
+            let stats = control.stats();
+            let pool = pool.clone();
+            async move {
                 let portal = stats.portals.get(&PORTAL).cloned().unwrap_or_default();
                 let leads: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM leads WHERE integration_id = $1 AND crm_id IS NOT NULL",
@@ -413,27 +382,20 @@ impl Timeline {
                     .fetch_one(&pool)
                     .await
                     .unwrap_or(-1);
-                samples.push(Sample {
+                Sample {
                     at: Instant::now(),
                     calls: portal.api_calls,
                     rate_limited: portal.rate_limited,
                     leads,
                     processed,
                     delivered: stats.delivery.events_delivered,
-                });
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
             }
-            samples
-        });
-        Self { stop, task }
+        }))
     }
 
     async fn stop_and_print(self, started: Instant) {
-        let _ = self.stop.send(());
-        let Ok(samples) = self.task.await else {
+        let Some(samples) = self.0.stop().await else {
             return;
         };
         println!(

@@ -25,10 +25,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use leadsync_domain::PortalId;
 use leadsync_hubspot::{ClientConfig, Property, PropertyOption, TokenSource};
-use leadsync_hubspot_sim::RateLimitConfig;
 use secrecy::SecretString;
 
-use crate::fleet::{self, Fleet, FleetConfig, PORTAL, Replica, fleet_metric, metric_where};
+use crate::fleet::{
+    self, Fleet, FleetConfig, PORTAL, Replica, Sampler, fleet_metric, metric_where,
+};
 
 const UPSERT: &str = "POST /crm/v3/objects/contacts/batch/upsert";
 /// Seconds from the insert's commit to the last contact (design.md §5).
@@ -55,15 +56,9 @@ pub struct Options {
     /// Also print, every 500 ms, contacts in the simulator and HubSpot calls.
     #[arg(long)]
     pub timeline: bool,
-    /// Log filter of the in-process components.
-    #[arg(long, default_value = "warn")]
-    pub log_filter: String,
-    /// Extra settings (TOML) for the workers, e.g. "[worker]\npush_batch_window_ms = 500".
-    #[arg(long, default_value = "")]
-    pub settings: String,
-    /// Redis of the queues and the rate limiter (the run's keys are deleted afterwards).
-    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
-    pub redis_url: String,
+    /// Logs, extra settings and Redis of the fleet.
+    #[command(flatten)]
+    pub fleet: fleet::FleetArgs,
 }
 
 /// What the run measured.
@@ -113,17 +108,7 @@ impl PlatformFigures {
 pub fn run(options: &Options) -> anyhow::Result<()> {
     anyhow::ensure!(options.leads > 0, "--leads must be at least 1");
     anyhow::ensure!(options.replicas > 0, "--replicas must be at least 1");
-    let settings = leadsync_runtime::Settings::from_toml(&format!(
-        "[telemetry]\nlog_filter = \"{}\"",
-        options.log_filter
-    ))?;
-    let _telemetry = leadsync_runtime::telemetry::init(&settings.telemetry)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("bench")
-        .enable_all()
-        .build()?;
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let (_telemetry, rt, cores) = fleet::bench_runtime(&options.fleet.log_filter)?;
     println!(
         "leadsync platform benchmark: {cores} cores; {} new leads in one INSERT; {} worker replica(s); quota {} calls per 10 s (simulator and workers)",
         options.leads, options.replicas, options.quota
@@ -134,33 +119,25 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 }
 
 async fn run_once(options: &Options) -> anyhow::Result<PlatformFigures> {
-    let fleet = Fleet::start(&FleetConfig {
-        sim_rate_limit: RateLimitConfig {
-            window_max: options.quota,
-            window_ms: 10_000,
-            ..RateLimitConfig::default()
-        },
+    let config = FleetConfig {
+        sim_rate_limit: fleet::quota_limit(options.quota),
         // Only the platform → HubSpot half is measured.
         deliver_webhooks: false,
         subscriptions: Vec::new(),
         quota: options.quota,
-        redis_url: options.redis_url.clone(),
-        extra_settings: options.settings.clone(),
+        redis_url: options.fleet.redis_url.clone(),
+        extra_settings: options.fleet.settings.clone(),
         seed: 11,
+    };
+    Fleet::run(&config, async |fleet| {
+        create_source_property(fleet).await?;
+        fleet
+            .with_replicas(options.replicas, async |workers| {
+                measure(fleet, workers, options).await
+            })
+            .await
     })
-    .await?;
-    let result = async {
-        create_source_property(&fleet).await?;
-        let workers = fleet.start_replicas(options.replicas).await?;
-        let result = measure(&fleet, &workers, options).await;
-        fleet::stop_all(workers).await;
-        result
-    }
-    .await;
-    let finished = fleet.finish().await;
-    let figures = result?;
-    finished?;
-    Ok(figures)
+    .await
 }
 
 /// Creates the contact property `lead_source_system`, as `leadsync setup`
@@ -278,10 +255,7 @@ async fn measure(
         .count() as u64;
     let stats = control.stats();
     let portal = stats.portals.get(&PORTAL).cloned().unwrap_or_default();
-    let mut texts = Vec::with_capacity(workers.len());
-    for w in workers {
-        texts.push(w.metrics().await?);
-    }
+    let texts = fleet::metrics_of(workers).await?;
     Ok(PlatformFigures {
         replicas: workers.len(),
         leads: n,
@@ -354,39 +328,26 @@ fn print_figures(f: &PlatformFigures) {
     );
 }
 
-/// Samples taken every 500 ms while a run goes on, for diagnosis.
-struct Timeline {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Vec<(Instant, u64, u64, u64)>>,
-}
+/// Samples taken every 500 ms while a run goes on, for diagnosis:
+/// contacts in the simulator, HubSpot calls and 429s.
+struct Timeline(Sampler<(Instant, u64, u64, u64)>);
 
 impl Timeline {
     fn start(control: leadsync_hubspot_sim::Control) -> Self {
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut samples = Vec::new();
-            loop {
-                let stats = control.stats();
-                let portal = stats.portals.get(&PORTAL).cloned().unwrap_or_default();
-                samples.push((
-                    Instant::now(),
-                    portal.contacts,
-                    portal.api_calls,
-                    portal.rate_limited,
-                ));
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
-            samples
-        });
-        Self { stop, task }
+        Self(Sampler::start(move || {
+            let stats = control.stats();
+            let portal = stats.portals.get(&PORTAL).cloned().unwrap_or_default();
+            std::future::ready((
+                Instant::now(),
+                portal.contacts,
+                portal.api_calls,
+                portal.rate_limited,
+            ))
+        }))
     }
 
     async fn stop_and_print(self, committed: Instant) {
-        let _ = self.stop.send(());
-        let Ok(samples) = self.task.await else {
+        let Some(samples) = self.0.stop().await else {
             return;
         };
         println!("timeline (s since the insert committed: contacts, HubSpot calls, 429s):");

@@ -5,31 +5,18 @@
 //! on: a second run changes nothing (docs/setup.md).
 
 use std::fmt;
-use std::sync::Arc;
 
 use anyhow::Context as _;
-use leadsync_domain::{AppId, FieldMapping, PortalId};
+use leadsync_domain::{AppId, FieldMapping, PortalId, SubscriptionType};
 use leadsync_hubspot::{
-    Client, DeveloperApp, HubSpotError, LimiterConfig, NewSubscription, OAuthTokens,
-    OAuthTokensConfig, PortalQuota, PropertyEnsured, RateLimiter, SOURCE_SYSTEM_PROPERTY,
-    Subscription, Throttling, TokenSource, WebhookSettings,
+    Client, DeveloperApp, HubSpotError, NewSubscription, PropertyEnsured, SOURCE_SYSTEM_PROPERTY,
+    Subscription, Throttling, WebhookSettings,
 };
 use leadsync_runtime::{ConfigError, Settings};
+use leadsync_store::Integration;
 use leadsync_store::integrations::{self, AuthMode};
-use leadsync_store::{Integration, Store, TokenCipher};
-use leadsync_worker::PgTokenStore;
-
-use crate::connect;
-
-/// The event types the worker handles besides property changes (one
-/// `contact.propertyChange` subscription per mapped property comes on top).
-pub const EVENT_TYPES: [&str; 5] = [
-    "contact.creation",
-    "contact.deletion",
-    "contact.restore",
-    "contact.privacyDeletion",
-    "contact.merge",
-];
+use leadsync_worker::contact_event::HANDLED_TYPES;
+use leadsync_worker::startup::{self, Connected};
 
 /// The ingester's route for one integration's deliveries.
 const WEBHOOK_PATH: &str = "/webhooks/hubspot";
@@ -129,17 +116,25 @@ pub struct SetupOptions {
 /// The subscriptions the worker needs for `mapping`: its event types, and a
 /// property change per mapped property.
 pub fn wanted_subscriptions(mapping: &FieldMapping) -> Vec<NewSubscription> {
-    let fixed = EVENT_TYPES.iter().map(|t| NewSubscription {
-        event_type: (*t).to_owned(),
+    let fixed = event_types().map(|t| NewSubscription {
+        event_type: t.as_str().to_owned(),
         property_name: None,
         active: true,
     });
     let changes = mapping.properties().into_iter().map(|p| NewSubscription {
-        event_type: "contact.propertyChange".to_owned(),
+        event_type: SubscriptionType::ContactPropertyChange.as_str().to_owned(),
         property_name: Some(p.to_owned()),
         active: true,
     });
     fixed.chain(changes).collect()
+}
+
+/// The event types subscribed to once each: every one the worker handles
+/// but `contact.propertyChange`, which is subscribed to per property.
+pub fn event_types() -> impl Iterator<Item = &'static SubscriptionType> {
+    HANDLED_TYPES
+        .iter()
+        .filter(|t| **t != SubscriptionType::ContactPropertyChange)
 }
 
 fn subscription_label(event_type: &str, property: Option<&str>) -> String {
@@ -173,10 +168,9 @@ pub async fn run(
     integration: &str,
     options: SetupOptions,
 ) -> anyhow::Result<SetupReport> {
-    let cipher = connect::cipher(settings)?;
-    let store = connect::store(settings).await?;
-    let result = run_with(settings, &store, cipher, integration, options).await;
-    store.close().await;
+    let connected = startup::connect(settings).await?;
+    let result = run_with(settings, &connected, integration, options).await;
+    connected.store.close().await;
     let report = result?;
     println!("{report}");
     Ok(report)
@@ -184,12 +178,11 @@ pub async fn run(
 
 async fn run_with(
     settings: &Settings,
-    store: &Store,
-    cipher: TokenCipher,
+    connected: &Connected,
     name: &str,
     options: SetupOptions,
 ) -> anyhow::Result<SetupReport> {
-    let integration = integrations::by_name(store.pool(), name)
+    let integration = integrations::by_name(connected.store.pool(), name)
         .await?
         .with_context(|| {
             format!(
@@ -201,16 +194,18 @@ async fn run_with(
         AuthMode::OAuth => Some(developer_app(settings, &integration)?),
         AuthMode::PrivateApp => None,
     };
-    let client = crm_client(settings, store, cipher, &integration).await?;
-    let mut steps = vec![source_property(settings, &client, integration.portal_id).await?];
-    let mapping = leadsync_worker::inbound::mapping_for(&integration.settings)
+    let client = crm_client(connected, &integration).await?;
+    let mut steps = vec![source_property(settings, client, integration.portal_id).await?];
+    let mapping = integration
+        .settings
+        .mapping()
         .with_context(|| format!("the field mapping of integration `{name}` is invalid"))?;
     let wanted = wanted_subscriptions(&mapping);
     let target = target_url(settings, name, options.app_wide_url);
     match developer {
         Some(app) => {
-            steps.push(ensure_target(settings, &client, &app, &target, options).await?);
-            steps.extend(ensure_subscriptions(&client, &app, &wanted).await?);
+            steps.push(ensure_target(settings, client, &app, &target, options).await?);
+            steps.extend(ensure_subscriptions(client, &app, &wanted).await?);
         }
         None => {
             steps.push(Step {
@@ -253,57 +248,22 @@ fn developer_app(settings: &Settings, integration: &Integration) -> anyhow::Resu
     })
 }
 
-/// A client for the account's CRM calls, behind the fleet-wide limiter and
-/// sharing the workers' OAuth token cache (Redis), so setup neither exceeds
-/// the account's budget nor refreshes a token a worker is refreshing.
-async fn crm_client(
-    settings: &Settings,
-    store: &Store,
-    cipher: TokenCipher,
+/// The client for the account's CRM calls: the workers' own, behind the
+/// fleet-wide limiter and sharing their OAuth token cache (Redis), so setup
+/// neither exceeds the account's budget nor refreshes a token a worker is
+/// refreshing.
+async fn crm_client<'a>(
+    connected: &'a Connected,
     integration: &Integration,
-) -> anyhow::Result<Client> {
-    let hubspot = &settings.hubspot;
-    let conn = leadsync_queue::redis_client(&settings.redis)?
-        .get_connection_manager_with_config(leadsync_queue::connection_config(&settings.redis))
-        .await
-        .context("connecting to Redis (redis.url): setup shares the fleet's rate limit")?;
-    let limiter = RateLimiter::new(
-        conn.clone(),
-        LimiterConfig {
-            key_prefix: settings.redis.key_prefix.clone(),
-            default_quota: PortalQuota::new(hubspot.rate_limit_max, hubspot.rate_limit_window()),
-            ..LimiterConfig::default()
-        },
-    );
-    let tokens = OAuthTokens::new(
-        conn,
-        Arc::new(PgTokenStore::new(store.clone(), cipher.clone())),
-        OAuthTokensConfig {
-            key_prefix: settings.redis.key_prefix.clone(),
-            ..OAuthTokensConfig::default()
-        },
-    );
-    let client = Client::builder(connect::client_config(settings)?)
-        .limiter(limiter)
-        .oauth_tokens(tokens)
-        .build()?;
+) -> anyhow::Result<&'a Client> {
     let portal = integration.portal_id;
-    match integration.auth_mode {
-        AuthMode::OAuth => client.set_token_source(portal, TokenSource::OAuth),
-        AuthMode::PrivateApp => {
-            let stored = integrations::tokens(store.pool(), integration.id, &cipher)
-                .await
-                .context("reading the stored token (is hubspot.token_encryption_key the one it was sealed with?)")?
-                .with_context(|| {
-                    format!(
-                        "integration `{}` has no token stored: connect it again",
-                        integration.name
-                    )
-                })?;
-            client.set_token_source(portal, TokenSource::PrivateApp(stored.access));
-        }
-    }
-    Ok(client)
+    connected.credentials.ensure([portal]).await;
+    anyhow::ensure!(
+        connected.credentials.is_registered(portal),
+        "integration `{}` has no usable token stored: connect it again",
+        integration.name
+    );
+    Ok(&connected.hubspot)
 }
 
 async fn source_property(

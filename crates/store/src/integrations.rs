@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 pub use leadsync_domain::ConflictPolicy;
-use leadsync_domain::{AppId, LeadField, PortalId};
+use leadsync_domain::{AppId, FieldMapping, LeadField, MappingError, PortalId, SyncPolicy};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sqlx::PgExecutor;
@@ -85,6 +85,26 @@ impl IntegrationSettings {
             .get(&field)
             .copied()
             .unwrap_or(self.conflict_policy)
+    }
+
+    /// The field mapping: the default one, with the property names these
+    /// settings override.
+    ///
+    /// # Errors
+    /// [`MappingError`] when the overrides make it invalid (e.g. two fields
+    /// on one property).
+    pub fn mapping(&self) -> Result<FieldMapping, MappingError> {
+        FieldMapping::with_properties(&self.field_mapping)
+    }
+
+    /// The sync policy these settings describe: the conflict policy, its
+    /// per-field overrides and the empty-value rule.
+    pub fn sync_policy(&self) -> SyncPolicy {
+        SyncPolicy {
+            conflict: self.conflict_policy,
+            per_field: self.field_policies.clone(),
+            empty_never_overwrites: self.empty_never_overwrites,
+        }
     }
 }
 

@@ -56,17 +56,17 @@ use leadsync_runtime::config::BackfillSettings;
 use leadsync_store::cursors::{self, CursorKind, RunLock};
 use leadsync_store::leads::{self, CrmSyncStatus, ListCursor, ListLeads};
 use leadsync_store::stats::{self, StatsDelta};
-use leadsync_store::{Integration, Lead, LeadColumn, Store, StoreError, TokenCipher, integrations};
+use leadsync_store::{Integration, Lead, LeadColumn, Store, StoreError, integrations};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::error::StartupError;
-use crate::inbound::{self, ContactOutcome, InboundError, ScanOrigin, apply_contacts};
+use crate::inbound::{ContactOutcome, InboundError, ScanOrigin, apply_contacts};
 use crate::metrics::WorkerMetrics;
 use crate::outbound::{OutboundDeps, OutboundError, PushReport, process_push_batch};
-use crate::{runner, startup};
+use crate::startup::{self, Connected};
 
 /// The audit reason of leads a backfill created or updated.
 pub const AUDIT_REASON: &str = "backfill";
@@ -442,7 +442,9 @@ pub async fn run_once(
         origin.key = %origin_key,
     );
     async move {
-        let mapping = inbound::mapping_for(&integration.settings)
+        let mapping = integration
+            .settings
+            .mapping()
             .map_err(|e| BackfillError::Mapping(id, e))?;
         let Some(lock) = RunLock::try_acquire(deps.store.pool(), id, CursorKind::Backfill).await?
         else {
@@ -566,13 +568,7 @@ impl Run<'_> {
             return Ok(report);
         }
         let mut tx = self.deps.store.begin().await?;
-        cursors::save(
-            &mut *tx,
-            id,
-            CursorKind::Backfill,
-            Some(&state.saved.text()),
-        )
-        .await?;
+        save_cursor(&mut *tx, id, &state.saved).await?;
         cursors::complete(&mut *tx, id, CursorKind::Backfill).await?;
         let mut delta = StatsDelta::new();
         delta.add(STAT_RUNS, 1);
@@ -664,13 +660,7 @@ impl Run<'_> {
             }
         }
         state.saved.position = Position::Leads { after: None };
-        cursors::save(
-            self.deps.store.pool(),
-            self.integration.id,
-            CursorKind::Backfill,
-            Some(&state.saved.text()),
-        )
-        .await?;
+        save_cursor(self.deps.store.pool(), self.integration.id, &state.saved).await?;
         Ok(true)
     }
 
@@ -702,13 +692,7 @@ impl Run<'_> {
         saved
             .totals
             .add_page(listed, applied.outcomes.values().copied());
-        cursors::save(
-            &mut *tx,
-            self.integration.id,
-            CursorKind::Backfill,
-            Some(&saved.text()),
-        )
-        .await?;
+        save_cursor(&mut *tx, self.integration.id, &saved).await?;
         tx.commit().await?;
         if let Some(m) = &self.deps.metrics {
             m.record(&applied.report);
@@ -803,13 +787,7 @@ impl Run<'_> {
         state.saved.position = Position::Leads {
             after: Some((last.created_at, last.id)),
         };
-        cursors::save(
-            self.deps.store.pool(),
-            self.integration.id,
-            CursorKind::Backfill,
-            Some(&state.saved.text()),
-        )
-        .await?;
+        save_cursor(self.deps.store.pool(), self.integration.id, &state.saved).await?;
         if let Some(m) = &self.deps.metrics {
             m.record_push(&report);
         }
@@ -817,6 +795,15 @@ impl Run<'_> {
         self.report_progress(state, BackfillPhase::Leads);
         Ok(())
     }
+}
+
+/// Saves `saved` as the integration's backfill cursor.
+async fn save_cursor(
+    exec: impl sqlx::PgExecutor<'_>,
+    integration: Uuid,
+    saved: &Saved,
+) -> Result<(), StoreError> {
+    cursors::save(exec, integration, CursorKind::Backfill, Some(&saved.text())).await
 }
 
 /// Whether a lead is for phase 2: live, no contact, an address, and never
@@ -855,30 +842,21 @@ pub async fn run_from_settings(
     options: &BackfillOptions,
     progress: &(dyn Fn(&BackfillProgress) + Send + Sync),
 ) -> Result<BackfillReport, BackfillError> {
-    let key = settings
-        .hubspot
-        .require_token_encryption_key()
-        .map_err(StartupError::from)?;
-    let cipher = TokenCipher::from_base64_key(key).map_err(StartupError::Cipher)?;
-    let metrics = WorkerMetrics::new().map_err(StartupError::from)?;
-    let store = Store::connect(&settings.database)
-        .await
-        .map_err(StartupError::Database)?;
+    let Connected {
+        store,
+        hubspot,
+        credentials,
+        metrics,
+        ..
+    } = startup::connect(settings).await?;
     let result = async {
         let integration = integrations::by_name(store.pool(), name)
             .await?
             .ok_or_else(|| BackfillError::UnknownIntegration(name.to_owned()))?;
-        let redis = leadsync_queue::redis_client(&settings.redis).map_err(StartupError::Redis)?;
-        let conn = redis
-            .get_connection_manager_with_config(runner::connection_config(&settings.redis))
-            .await
-            .map_err(|e| StartupError::Redis(e.into()))?;
-        let (client, credentials) =
-            startup::hubspot_client(settings, &store, conn, cipher, &metrics).await?;
         credentials.ensure([integration.portal_id]).await;
         let deps = BackfillDeps {
             store: store.clone(),
-            hubspot: client,
+            hubspot,
             source_system: settings.hubspot.source_system_value.clone(),
             config: BackfillConfig::from_settings(&settings.backfill),
             metrics: Some(metrics),

@@ -9,6 +9,19 @@ use leadsync_domain::{ContactId, EventKey, PortalId, SubscriptionType, WebhookEv
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+/// The event types [`parse`] turns into contact events, in the order
+/// `leadsync setup` subscribes to them. `contact.propertyChange` gets one
+/// subscription per mapped property; every other type here gets one of its
+/// own, so a type handled by [`parse`] must be listed here to be delivered.
+pub const HANDLED_TYPES: [SubscriptionType; 6] = [
+    SubscriptionType::ContactCreation,
+    SubscriptionType::ContactPropertyChange,
+    SubscriptionType::ContactDeletion,
+    SubscriptionType::ContactRestore,
+    SubscriptionType::ContactPrivacyDeletion,
+    SubscriptionType::ContactMerge,
+];
+
 /// What happened to a contact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContactEventKind {
@@ -269,6 +282,30 @@ mod tests {
                 merged: vec![ContactId::new(9)]
             }
         );
+    }
+
+    #[test]
+    fn the_handled_types_are_the_ones_parse_knows() {
+        let known = [
+            SubscriptionType::ContactCreation,
+            SubscriptionType::ContactPropertyChange,
+            SubscriptionType::ContactDeletion,
+            SubscriptionType::ContactPrivacyDeletion,
+            SubscriptionType::ContactMerge,
+            SubscriptionType::ContactRestore,
+            SubscriptionType::ContactAssociationChange,
+        ];
+        for ty in known {
+            let json = format!(
+                r#"{{{BASE},"subscriptionType":"{ty}","propertyName":"email","primaryObjectId":7,"mergedObjectIds":[9]}}"#
+            );
+            let parsed = parse(&raw(&json));
+            assert_eq!(
+                !matches!(parsed, Err(ParseError::UnknownType(_))),
+                HANDLED_TYPES.contains(&ty),
+                "{ty}: {parsed:?}"
+            );
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use leadsync_domain::{
-    ContactId, Current, FieldDecision, FieldMapping, Incoming, KeepReason, LeadField, MappingError,
-    PortalId, SyncPolicy, ValueHash, decide_inbound,
+    ContactId, Current, FieldDecision, FieldMapping, Incoming, KeepReason, LeadField, PortalId,
+    SyncPolicy, ValueHash, decide_inbound,
 };
 use leadsync_hubspot::{BatchRead, Client, Contact, HubSpotError};
 use leadsync_queue::InboundEvent;
@@ -27,7 +27,7 @@ use leadsync_store::leads::{
 use leadsync_store::ledger::{self, LedgerEntry};
 use leadsync_store::outbox;
 use leadsync_store::stats::{self, StatsDelta};
-use leadsync_store::{Integration, IntegrationSettings, Lead, LeadColumn, Store, StoreError};
+use leadsync_store::{Integration, Lead, LeadColumn, Store, StoreError};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
@@ -219,7 +219,7 @@ pub async fn process_batch(
         let w = match work.entry(id) {
             std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
             std::collections::btree_map::Entry::Vacant(slot) => {
-                let Ok(mapping) = mapping_for(&integration.settings) else {
+                let Ok(mapping) = integration.settings.mapping() else {
                     dead.push((
                         letter(job, Some(id), Some(event.portal), "invalid_field_mapping"),
                         Some(id),
@@ -332,16 +332,6 @@ pub async fn process_batch(
         "Inbound batch committed"
     );
     Ok(report)
-}
-
-/// The integration's mapping: the default one, with the property names its
-/// settings override.
-///
-/// # Errors
-/// [`MappingError`] when the overrides make it invalid (e.g. two fields on
-/// one property).
-pub fn mapping_for(settings: &IntegrationSettings) -> Result<FieldMapping, MappingError> {
-    FieldMapping::with_properties(&settings.field_mapping)
 }
 
 fn letter(
@@ -563,11 +553,7 @@ async fn apply_read(
         .into_iter()
         .filter_map(|l| l.crm_id.map(|c| (c, l)))
         .collect();
-    let policy = SyncPolicy {
-        conflict: integration.settings.conflict_policy,
-        per_field: integration.settings.field_policies.clone(),
-        empty_never_overwrites: integration.settings.empty_never_overwrites,
-    };
+    let policy = integration.settings.sync_policy();
     let ctx = SyncCtx {
         integration: id,
         mapping,

@@ -388,7 +388,7 @@ async fn push_integration(
         }
         return Ok(());
     }
-    let Ok(mapping) = crate::inbound::mapping_for(&integration.settings) else {
+    let Ok(mapping) = integration.settings.mapping() else {
         for lead in lead_ids {
             out.dead_letter(report, lead, None, "invalid_field_mapping");
         }
@@ -401,11 +401,7 @@ async fn push_integration(
         deps,
         integration: &integration,
         mapping,
-        policy: SyncPolicy {
-            conflict: integration.settings.conflict_policy,
-            per_field: integration.settings.field_policies.clone(),
-            empty_never_overwrites: integration.settings.empty_never_overwrites,
-        },
+        policy: integration.settings.sync_policy(),
     };
 
     let found: HashMap<Uuid, Lead> = leads::by_ids(pool, integration.id, &lead_ids)

@@ -47,15 +47,16 @@ use leadsync_runtime::Settings;
 use leadsync_runtime::config::ReconcileSettings;
 use leadsync_store::cursors::{self, CursorKind, RunLock};
 use leadsync_store::stats::{self, StatsDelta};
-use leadsync_store::{Integration, Store, StoreError, TokenCipher, integrations};
+use leadsync_store::{Integration, Store, StoreError, integrations};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::error::StartupError;
-use crate::inbound::{self, ContactOutcome, InboundError, ScanOrigin, apply_contacts};
+use crate::inbound::{ContactOutcome, InboundError, ScanOrigin, apply_contacts};
 use crate::metrics::WorkerMetrics;
+use crate::startup::{self, Connected};
 use crate::tokens::Credentials;
-use crate::{runner, startup};
 
 pub use window::Window;
 
@@ -357,44 +358,56 @@ async fn run_locked(
     only_if_due: bool,
 ) -> Result<Option<ReconcileReport>, ReconcileError> {
     let id = integration.id;
-    if !integration.settings.directions.inbound {
-        return Err(ReconcileError::InboundDisabled(id));
+    let origin_key = format!("{AUDIT_REASON}:{}", Uuid::now_v7());
+    let span = tracing::info_span!(
+        "reconcile.run",
+        integration.id = %id,
+        origin.key = %origin_key,
+    );
+    async move {
+        if !integration.settings.directions.inbound {
+            return Err(ReconcileError::InboundDisabled(id));
+        }
+        let mapping = integration
+            .settings
+            .mapping()
+            .map_err(|e| ReconcileError::Mapping(id, e))?;
+        let Some(lock) =
+            RunLock::try_acquire(deps.store.pool(), id, CursorKind::Reconciliation).await?
+        else {
+            count_run(deps, "busy");
+            return Err(ReconcileError::AlreadyRunning(id));
+        };
+        let run = Run {
+            deps,
+            integration,
+            mapping: &mapping,
+            hubspot: deps.hubspot.with_priority(Priority::Background),
+            origin_key,
+        };
+        let due = if only_if_due {
+            is_due(deps, integration, now).await
+        } else {
+            Ok(true)
+        };
+        let result = match due {
+            Ok(true) => run.scan(now).await.map(Some),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = lock.release().await {
+            // Its connection is gone, and the lock with it.
+            tracing::warn!(integration.id = %id, error = %e, "Releasing the reconciliation lock failed");
+        }
+        match &result {
+            Ok(None) => {}
+            Ok(Some(_)) => count_run(deps, "completed"),
+            Err(_) => count_run(deps, "failed"),
+        }
+        result
     }
-    let mapping =
-        inbound::mapping_for(&integration.settings).map_err(|e| ReconcileError::Mapping(id, e))?;
-    let Some(lock) =
-        RunLock::try_acquire(deps.store.pool(), id, CursorKind::Reconciliation).await?
-    else {
-        count_run(deps, "busy");
-        return Err(ReconcileError::AlreadyRunning(id));
-    };
-    let run = Run {
-        deps,
-        integration,
-        mapping: &mapping,
-        hubspot: deps.hubspot.with_priority(Priority::Background),
-        origin_key: format!("{AUDIT_REASON}:{}", Uuid::now_v7()),
-    };
-    let due = if only_if_due {
-        is_due(deps, integration, now).await
-    } else {
-        Ok(true)
-    };
-    let result = match due {
-        Ok(true) => run.scan(now).await.map(Some),
-        Ok(false) => Ok(None),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = lock.release().await {
-        // Its connection is gone, and the lock with it.
-        tracing::warn!(integration.id = %id, error = %e, "Releasing the reconciliation lock failed");
-    }
-    match &result {
-        Ok(None) => {}
-        Ok(Some(_)) => count_run(deps, "completed"),
-        Err(_) => count_run(deps, "failed"),
-    }
-    result
+    .instrument(span)
+    .await
 }
 
 /// Whether `config.interval` has passed since the integration's last run
@@ -786,25 +799,16 @@ pub async fn run_from_settings(
     settings: &Settings,
     only: Option<&str>,
 ) -> Result<Vec<IntegrationRun>, ReconcileError> {
-    let key = settings
-        .hubspot
-        .require_token_encryption_key()
-        .map_err(StartupError::from)?;
-    let cipher = TokenCipher::from_base64_key(key).map_err(StartupError::Cipher)?;
-    let metrics = WorkerMetrics::new().map_err(StartupError::from)?;
-    let store = Store::connect(&settings.database)
-        .await
-        .map_err(StartupError::Database)?;
-    let redis = leadsync_queue::redis_client(&settings.redis).map_err(StartupError::Redis)?;
-    let conn = redis
-        .get_connection_manager_with_config(runner::connection_config(&settings.redis))
-        .await
-        .map_err(|e| StartupError::Redis(e.into()))?;
-    let (client, credentials) =
-        startup::hubspot_client(settings, &store, conn, cipher, &metrics).await?;
+    let Connected {
+        store,
+        hubspot,
+        credentials,
+        metrics,
+        ..
+    } = startup::connect(settings).await?;
     let deps = ReconcileDeps {
         store: store.clone(),
-        hubspot: client,
+        hubspot,
         config: ReconcileConfig::from_settings(&settings.reconcile),
         metrics: Some(metrics),
     };

@@ -11,12 +11,14 @@
 //! and polls every `relay_poll_interval_ms` anyway, because notifications
 //! sent while its listening connection was down are lost.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use leadsync_queue::{BulkPusher, OUTBOUND_QUEUE, PushLeadChange, QueueError};
 use leadsync_queue::{Janitor, Promoter};
 use leadsync_runtime::config::{RedisSettings, WorkerSettings};
 use leadsync_runtime::telemetry;
+use leadsync_store::outbox::LeadChange;
 use leadsync_store::{Store, StoreError, outbox};
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
@@ -123,17 +125,8 @@ impl Relay {
                 return Ok(RelayReport::default());
             }
             let trace = telemetry::trace_context_of(&tracing::Span::current());
-            let jobs: Vec<PushLeadChange> = changes
-                .iter()
-                .map(|c| PushLeadChange {
-                    change_id: c.id,
-                    integration_id: c.integration_id,
-                    lead_id: c.lead_id,
-                    operation: c.operation.as_str().to_owned(),
-                    changed_at_ms: c.created_at.timestamp_millis(),
-                    trace: trace.clone(),
-                })
-                .collect();
+            let jobs: Vec<PushLeadChange> =
+                changes.iter().map(|c| push_job(c, trace.clone())).collect();
             // Pushed while the rows are locked: a failure rolls the claim
             // back and the rows stay pending.
             let outcome = self.pusher.push_jobs(&jobs).await?;
@@ -282,5 +275,18 @@ pub(crate) async fn maintain_outbound_queue(
             Ok(sweep) => metrics.retired.inc_by(sweep.retired),
             Err(e) => tracing::warn!(error = %e, "Retiring finished lead changes failed"),
         }
+    }
+}
+
+/// The outbound job of one claimed outbox row, carrying `trace` (the
+/// relaying span's context).
+pub fn push_job(change: &LeadChange, trace: HashMap<String, String>) -> PushLeadChange {
+    PushLeadChange {
+        change_id: change.id,
+        integration_id: change.integration_id,
+        lead_id: change.lead_id,
+        operation: change.operation.as_str().to_owned(),
+        changed_at_ms: change.created_at.timestamp_millis(),
+        trace,
     }
 }

@@ -71,20 +71,13 @@ impl Application {
     /// # Errors
     /// [`StartupError`], naming the setting to look at.
     pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
-        let key = settings.hubspot.require_token_encryption_key()?;
-        let cipher = TokenCipher::from_base64_key(key).map_err(StartupError::Cipher)?;
-        let metrics = WorkerMetrics::new()?;
-        let store = Store::connect(&settings.database)
-            .await
-            .map_err(StartupError::Database)?;
-        let redis = leadsync_queue::redis_client(&settings.redis).map_err(StartupError::Redis)?;
-        let conn = redis
-            .get_connection_manager_with_config(runner::connection_config(&settings.redis))
-            .await
-            .map_err(|e| StartupError::Redis(e.into()))?;
-
-        let (client, credentials) =
-            hubspot_client(settings, &store, conn.clone(), cipher, &metrics).await?;
+        let Connected {
+            store,
+            hubspot: client,
+            credentials,
+            metrics,
+            redis: conn,
+        } = connect(settings).await?;
         let hubspot = &settings.hubspot;
 
         let shutdown = CancellationToken::new();
@@ -368,10 +361,66 @@ impl Outbound {
     }
 }
 
+/// What every process that syncs needs, connected: the worker and the
+/// operator commands (`leadsync backfill`, `reconcile`, `setup`) alike.
+pub struct Connected {
+    /// The platform's database.
+    pub store: Store,
+    /// The HubSpot client, behind the fleet-wide rate limiter and the OAuth
+    /// token cache in Redis, with every integration's credentials on it.
+    pub hubspot: Client,
+    /// The credentials registered on [`hubspot`](Self::hubspot).
+    pub credentials: Arc<Credentials>,
+    /// The worker's metrics (the HubSpot client reports into them).
+    pub metrics: WorkerMetrics,
+    /// The Redis connection the limiter and the token cache use.
+    pub(crate) redis: redis::aio::ConnectionManager,
+}
+
+/// Reads the token cipher from `hubspot.token_encryption_key`, connects to
+/// Postgres and Redis and builds the HubSpot client with every integration's
+/// credentials registered. The database is closed again when a later step
+/// fails.
+///
+/// # Errors
+/// [`StartupError`], naming the setting to look at.
+pub async fn connect(settings: &Settings) -> Result<Connected, StartupError> {
+    let key = settings.hubspot.require_token_encryption_key()?;
+    let cipher = TokenCipher::from_base64_key(key).map_err(StartupError::Cipher)?;
+    let metrics = WorkerMetrics::new()?;
+    let store = Store::connect(&settings.database)
+        .await
+        .map_err(StartupError::Database)?;
+    let connected = async {
+        let redis = leadsync_queue::redis_client(&settings.redis).map_err(StartupError::Redis)?;
+        let conn = redis
+            .get_connection_manager_with_config(runner::connection_config(&settings.redis))
+            .await
+            .map_err(|e| StartupError::Redis(e.into()))?;
+        let (hubspot, credentials) =
+            hubspot_client(settings, &store, conn.clone(), cipher, &metrics).await?;
+        Ok((hubspot, credentials, conn))
+    }
+    .await;
+    match connected {
+        Ok((hubspot, credentials, redis)) => Ok(Connected {
+            store,
+            hubspot,
+            credentials,
+            metrics,
+            redis,
+        }),
+        Err(e) => {
+            store.close().await;
+            Err(e)
+        }
+    }
+}
+
 /// The HubSpot side of a worker process: the client, behind the fleet-wide
 /// rate limiter and the OAuth token cache in Redis, with every integration's
 /// credentials registered on it (and kept by the returned [`Credentials`]).
-pub(crate) async fn hubspot_client(
+async fn hubspot_client(
     settings: &Settings,
     store: &Store,
     conn: redis::aio::ConnectionManager,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use actix_web::{get, put, web};
 use chrono::{DateTime, Utc};
-use leadsync_domain::{ConflictPolicy, FieldMapping, LeadField, MappingError};
+use leadsync_domain::{ConflictPolicy, LeadField, MappingError};
 use leadsync_store::integrations::{self, DeletionMode, Directions};
 use leadsync_store::{Integration, IntegrationSettings};
 use serde::Serialize;
@@ -144,7 +144,9 @@ pub struct SettingsView {
 
 impl SettingsView {
     fn of(integration: &Integration) -> Self {
-        let effective = FieldMapping::with_properties(&integration.settings.field_mapping)
+        let effective = integration
+            .settings
+            .mapping()
             .map(|m| {
                 m.entries()
                     .iter()
@@ -264,7 +266,7 @@ pub fn parse_settings(body: Value) -> Result<IntegrationSettings, ApiError> {
             .unwrap_or(defaults.webhooks_enabled),
     };
     object.finish("")?;
-    if let Err(err) = FieldMapping::with_properties(&settings.field_mapping) {
+    if let Err(err) = settings.mapping() {
         return Err(mapping_error(&settings, &err));
     }
     Ok(settings)

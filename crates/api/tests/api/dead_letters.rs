@@ -5,7 +5,7 @@ use redis::AsyncCommands as _;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Tenant, TestApi, json_of};
+use crate::helpers::{Tenant, TestApi, acme_with_a_lead, json_of};
 
 fn event_json(portal: u64, contact: u64) -> Value {
     json!({
@@ -147,12 +147,7 @@ async fn an_inbound_dead_letter_is_listed_and_replayed_onto_the_event_queue_once
 #[tokio::test]
 async fn an_outbound_dead_letter_is_replayed_as_lead_change_jobs() {
     // Arrange
-    let api = TestApi::spawn().await;
-    let acme = api.tenant("acme", 1001).await;
-    let lead = api
-        .create_lead(&acme, &json!({"email": "ada@acme.io"}))
-        .await;
-    let lead_id: uuid::Uuid = lead["id"].as_str().unwrap().parse().unwrap();
+    let (api, acme, lead_id) = acme_with_a_lead().await;
     // As the push side records a lead it could not push.
     let letter = dead_letters::record(
         api.db.store.pool(),

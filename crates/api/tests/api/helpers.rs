@@ -153,6 +153,21 @@ impl TestApi {
     }
 }
 
+/// The API with one tenant, `acme` (portal 1001), holding one lead created
+/// through the API (`ada@acme.io`), and that lead's id.
+pub async fn acme_with_a_lead() -> (TestApi, Tenant, uuid::Uuid) {
+    let api = TestApi::spawn().await;
+    let acme = api.tenant("acme", 1001).await;
+    let lead = api
+        .create_lead(&acme, &serde_json::json!({"email": "ada@acme.io"}))
+        .await;
+    let id = lead["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("the lead's id is a UUID");
+    (api, acme, id)
+}
+
 /// The body of a response that must have `status`.
 pub async fn json_of(response: Response, status: u16) -> Value {
     let actual = response.status().as_u16();

@@ -1,27 +1,30 @@
 use leadsync_domain::ContactId;
 use leadsync_store::audit::{self, AuditAction, AuditEntry, Direction};
-use serde_json::json;
 
-use crate::helpers::{TestApi, json_of};
+use crate::helpers::{Tenant, acme_with_a_lead, json_of};
+
+/// An audit entry of `tenant`'s integration about `lead`.
+fn entry(
+    tenant: &Tenant,
+    lead: uuid::Uuid,
+    direction: Direction,
+    action: AuditAction,
+) -> AuditEntry {
+    let mut entry = AuditEntry::new(direction, action);
+    entry.integration_id = Some(tenant.integration.id);
+    entry.lead_id = Some(lead);
+    entry
+}
 
 #[tokio::test]
 async fn sync_status_answers_why_a_lead_was_skipped() {
     // Arrange
-    let api = TestApi::spawn().await;
-    let acme = api.tenant("acme", 1001).await;
-    let lead = api
-        .create_lead(&acme, &json!({"email": "ada@acme.io"}))
-        .await;
-    let id: uuid::Uuid = lead["id"].as_str().unwrap().parse().unwrap();
+    let (api, acme, id) = acme_with_a_lead().await;
     let pool = api.db.store.pool();
-    let mut created = AuditEntry::new(Direction::Outbound, AuditAction::Created);
-    created.integration_id = Some(acme.integration.id);
-    created.lead_id = Some(id);
+    let mut created = entry(&acme, id, Direction::Outbound, AuditAction::Created);
     created.contact_id = Some(ContactId::new(77));
     audit::record(pool, &created).await.unwrap();
-    let mut skipped = AuditEntry::new(Direction::Inbound, AuditAction::Skipped);
-    skipped.integration_id = Some(acme.integration.id);
-    skipped.lead_id = Some(id);
+    let mut skipped = entry(&acme, id, Direction::Inbound, AuditAction::Skipped);
     skipped.contact_id = Some(ContactId::new(77));
     skipped.event_key = Some("hs:1001:1:2:77:1780000000000:email".to_owned());
     skipped.reason = Some("echo".to_owned());
@@ -68,25 +71,13 @@ async fn sync_status_answers_why_a_lead_was_skipped() {
 #[tokio::test]
 async fn the_last_skip_is_found_behind_a_full_page_of_newer_decisions() {
     // Arrange: a skip, then more newer decisions than `history` returns.
-    let api = TestApi::spawn().await;
-    let acme = api.tenant("acme", 1001).await;
-    let lead = api
-        .create_lead(&acme, &json!({"email": "ada@acme.io"}))
-        .await;
-    let id: uuid::Uuid = lead["id"].as_str().unwrap().parse().unwrap();
+    let (api, acme, id) = acme_with_a_lead().await;
     let pool = api.db.store.pool();
-    let mut conflict = AuditEntry::new(Direction::Inbound, AuditAction::Conflict);
-    conflict.integration_id = Some(acme.integration.id);
-    conflict.lead_id = Some(id);
+    let mut conflict = entry(&acme, id, Direction::Inbound, AuditAction::Conflict);
     conflict.reason = Some("conflict_platform_wins".to_owned());
     let conflict_id = audit::record(pool, &conflict).await.unwrap();
     let newer: Vec<AuditEntry> = (0..25)
-        .map(|_| {
-            let mut updated = AuditEntry::new(Direction::Outbound, AuditAction::Updated);
-            updated.integration_id = Some(acme.integration.id);
-            updated.lead_id = Some(id);
-            updated
-        })
+        .map(|_| entry(&acme, id, Direction::Outbound, AuditAction::Updated))
         .collect();
     audit::record_many(pool, &newer).await.unwrap();
 

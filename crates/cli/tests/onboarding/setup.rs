@@ -101,9 +101,8 @@ async fn setup_creates_the_property_the_target_url_and_an_active_subscription_pe
         .map(|s| (s.event_type, s.property_name))
         .collect();
     got.sort();
-    let mut wanted: Vec<(String, Option<String>)> = setup::EVENT_TYPES
-        .iter()
-        .map(|t| ((*t).to_owned(), None))
+    let mut wanted: Vec<(String, Option<String>)> = setup::event_types()
+        .map(|t| (t.as_str().to_owned(), None))
         .chain(
             MAPPED
                 .iter()

@@ -7,31 +7,23 @@ use std::sync::Mutex;
 
 use leadsync_domain::PortalId;
 use leadsync_hubspot::{
-    Client, ClientConfig, HubSpotMetrics, LimiterConfig, PropertyEnsured, RateLimiter, TokenSource,
+    Client, ClientConfig, HubSpotMetrics, LimiterConfig, RateLimiter, TokenSource,
 };
 use leadsync_hubspot_sim::{ImportRequest, UserEdit};
 use leadsync_store::cursors::{self, CursorKind, RunLock};
-use leadsync_store::leads::{self, CrmSyncStatus, LeadFields, NewLead};
+use leadsync_store::leads::{self, CrmSyncStatus};
 use leadsync_store::{Lead, LeadColumn};
 use leadsync_worker::backfill::{self, BackfillConfig, BackfillDeps, BackfillPhase};
 use leadsync_worker::{
     BackfillError, BackfillOptions, BackfillOutcome, BackfillProgress, BackfillReport,
 };
 
-use crate::helpers::{BATCH_READ, PORTAL, TOKEN, TestEnv, sim_client};
+use crate::helpers::{
+    BATCH_READ, PORTAL, SOURCE, TOKEN, TestEnv, create_lead, create_source_property, sim_client,
+};
 
 const LIST: &str = "GET /crm/v3/objects/contacts";
 const UPSERT: &str = "POST /crm/v3/objects/contacts/batch/upsert";
-const SOURCE: &str = "jazzaam";
-
-/// Creates the custom property `lead_source_system`, as `leadsync setup` does.
-async fn create_source_property(client: &Client) {
-    let ensured = client
-        .ensure_source_property(PortalId::new(PORTAL), SOURCE)
-        .await
-        .expect("property created");
-    assert_eq!(ensured, PropertyEnsured::Created);
-}
 
 fn deps(env: &TestEnv, hubspot: Client) -> BackfillDeps {
     BackfillDeps {
@@ -61,19 +53,14 @@ fn import(env: &TestEnv, n: u32) {
 
 /// A lead created on the platform, with no contact yet.
 async fn platform_lead(env: &TestEnv, email: &str) -> Lead {
-    let mut fields = LeadFields::default();
-    fields.set(LeadColumn::Email, Some(email.to_owned()));
-    fields.set(LeadColumn::FirstName, Some("Platform".to_owned()));
-    leads::create(
-        env.db.store.pool(),
-        env.integration.id,
-        &NewLead {
-            fields,
-            source_system: None,
-        },
+    create_lead(
+        env,
+        &[
+            (LeadColumn::Email, email),
+            (LeadColumn::FirstName, "Platform"),
+        ],
     )
     .await
-    .expect("lead created")
 }
 
 /// Runs a backfill, collecting what the progress callback saw.

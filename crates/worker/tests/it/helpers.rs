@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use leadsync_domain::{ContactId, PortalId, WebhookEvent};
-use leadsync_hubspot::{Client, ClientConfig, TokenSource};
+use leadsync_hubspot::{Client, ClientConfig, PropertyEnsured, TokenSource};
 use leadsync_hubspot_sim::{PortalConfig, RateLimitConfig, SimConfig, SimHandle, UserEdit, spawn};
-use leadsync_queue::{BulkPusher, InboundEvent, QueueInspector};
+use leadsync_queue::{BulkPusher, InboundEvent, PushLeadChange, QueueInspector};
 use leadsync_runtime::Settings;
 use leadsync_store::integrations::{self, AuthMode, NewIntegration, Tokens};
-use leadsync_store::leads::{self, ListLeads};
+use leadsync_store::leads::{self, LeadFields, ListLeads, NewLead};
 use leadsync_store::testing::TestDb;
-use leadsync_store::{Integration, IntegrationSettings, Lead, TokenCipher};
-use leadsync_worker::{Application, StopHandle};
+use leadsync_store::{Integration, IntegrationSettings, Lead, LeadColumn, TokenCipher, outbox};
+use leadsync_worker::{Application, OutboundDeps, StopHandle, relay};
 use redis::AsyncCommands as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::value::RawValue;
@@ -25,6 +25,8 @@ use serde_json::{Value, json};
 pub const PORTAL: u64 = 62515;
 pub const TOKEN: &str = "pat-na1-worker-it";
 pub const BATCH_READ: &str = "POST /crm/v3/objects/contacts/batch/read";
+/// The option of `lead_source_system` the workers write.
+pub const SOURCE: &str = "jazzaam";
 
 /// One test's world: its own database, simulator, Redis key prefix and
 /// encryption key, and an integration for [`PORTAL`] with a private-app
@@ -716,4 +718,59 @@ impl StubProxy {
     pub async fn stop(self) {
         self.handle.stop(false).await;
     }
+}
+
+/// Creates the custom property `lead_source_system`, as `leadsync setup` does.
+pub async fn create_source_property(client: &Client) {
+    let ensured = client
+        .ensure_source_property(PortalId::new(PORTAL), SOURCE)
+        .await
+        .expect("property created");
+    assert_eq!(ensured, PropertyEnsured::Created);
+}
+
+/// The simulator's client with `lead_source_system` set up, and the push
+/// processor's dependencies on it.
+pub async fn outbound(env: &TestEnv) -> (Client, OutboundDeps) {
+    let client = sim_client(&env.sim);
+    create_source_property(&client).await;
+    let deps = OutboundDeps {
+        store: env.db.store.clone(),
+        hubspot: client.clone(),
+        source_system: SOURCE.to_owned(),
+        credentials: None,
+    };
+    (client, deps)
+}
+
+/// Claims every pending outbox row and turns it into its job, as the relay
+/// does (without the queue in between).
+pub async fn pending_jobs(env: &TestEnv) -> Vec<PushLeadChange> {
+    let mut tx = env.db.store.begin().await.expect("transaction");
+    let changes = outbox::claim_batch(&mut tx, 10_000).await.expect("claim");
+    let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
+    outbox::mark_relayed(&mut *tx, &ids).await.expect("mark");
+    tx.commit().await.expect("commit");
+    changes
+        .iter()
+        .map(|c| relay::push_job(c, HashMap::new()))
+        .collect()
+}
+
+/// A lead created through the store, as the platform's REST API does.
+pub async fn create_lead(env: &TestEnv, values: &[(LeadColumn, &str)]) -> Lead {
+    let mut fields = LeadFields::default();
+    for (column, value) in values {
+        fields.set(*column, Some((*value).to_owned()));
+    }
+    leads::create(
+        env.db.store.pool(),
+        env.integration.id,
+        &NewLead {
+            fields,
+            source_system: None,
+        },
+    )
+    .await
+    .expect("lead created")
 }

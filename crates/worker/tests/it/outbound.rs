@@ -6,100 +6,33 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use leadsync_domain::{ConflictPolicy, ContactId, LeadField, PortalId, ValueHash, WebhookEvent};
-use leadsync_hubspot::{Client, PropertyEnsured};
+use leadsync_domain::{ConflictPolicy, ContactId, LeadField, ValueHash, WebhookEvent};
 use leadsync_hubspot_sim::{Receiver, SubscriptionSpec, UserEdit};
-use leadsync_queue::{InboundEvent, PushLeadChange};
+use leadsync_queue::InboundEvent;
 use leadsync_store::audit::{self, AuditAction, AuditRecord, Direction};
 use leadsync_store::dead_letters::{self, DeadLetterFilter};
 use leadsync_store::integrations;
-use leadsync_store::leads::{self, CrmSyncStatus, LeadFields, NewLead, SyncDirection};
-use leadsync_store::{Lead, LeadColumn, outbox};
+use leadsync_store::leads::{self, CrmSyncStatus, SyncDirection};
+use leadsync_store::{Lead, LeadColumn};
 use leadsync_worker::{InboundDeps, OutboundDeps, PushReport, process_batch, process_push_batch};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::helpers::{
-    BATCH_READ, PORTAL, RunningWorker, StubProxy, TestEnv, now_ms, sim_client, sim_config,
+    BATCH_READ, PORTAL, RunningWorker, SOURCE, StubProxy, TestEnv, create_lead,
+    create_source_property, now_ms, outbound, pending_jobs, sim_client, sim_config,
 };
 
-const SOURCE: &str = "jazzaam";
 const UPSERT: &str = "POST /crm/v3/objects/contacts/batch/upsert";
 const UPDATE: &str = "POST /crm/v3/objects/contacts/batch/update";
 
 /// The worker settings of these tests: short push windows and relay polls.
 const FAST_PUSH: &str = "[worker]\npush_batch_window_ms = 50\nrelay_poll_interval_ms = 200";
 
-/// Creates the custom property `lead_source_system`, as `leadsync setup` does.
-async fn create_source_property(client: &Client) {
-    let ensured = client
-        .ensure_source_property(PortalId::new(PORTAL), SOURCE)
-        .await
-        .expect("property created");
-    assert_eq!(ensured, PropertyEnsured::Created);
-}
-
-/// The simulator's client with `lead_source_system` set up, and the
-/// processor's dependencies on it.
-async fn outbound(env: &TestEnv) -> (Client, OutboundDeps) {
-    let client = sim_client(&env.sim);
-    create_source_property(&client).await;
-    let deps = OutboundDeps {
-        store: env.db.store.clone(),
-        hubspot: client.clone(),
-        source_system: SOURCE.to_owned(),
-        credentials: None,
-    };
-    (client, deps)
-}
-
-/// Claims every pending outbox row and turns it into its job, as the relay
-/// does (without the queue in between).
-async fn pending_jobs(env: &TestEnv) -> Vec<PushLeadChange> {
-    let mut tx = env.db.store.begin().await.expect("transaction");
-    let changes = outbox::claim_batch(&mut tx, 10_000).await.expect("claim");
-    let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
-    outbox::mark_relayed(&mut *tx, &ids).await.expect("mark");
-    tx.commit().await.expect("commit");
-    changes
-        .into_iter()
-        .map(|c| PushLeadChange {
-            change_id: c.id,
-            integration_id: c.integration_id,
-            lead_id: c.lead_id,
-            operation: c.operation.as_str().to_owned(),
-            changed_at_ms: c.created_at.timestamp_millis(),
-            trace: HashMap::new(),
-        })
-        .collect()
-}
-
 async fn push(deps: &OutboundDeps, env: &TestEnv) -> PushReport {
     let jobs = pending_jobs(env).await;
     assert!(!jobs.is_empty(), "a lead change is pending");
     process_push_batch(deps, jobs).await.expect("batch pushed")
-}
-
-fn fields(values: &[(LeadColumn, &str)]) -> LeadFields {
-    let mut fields = LeadFields::default();
-    for (column, value) in values {
-        fields.set(*column, Some((*value).to_owned()));
-    }
-    fields
-}
-
-/// A lead created through the store, as the platform's REST API does.
-async fn create_lead(env: &TestEnv, values: &[(LeadColumn, &str)]) -> Lead {
-    leads::create(
-        env.db.store.pool(),
-        env.integration.id,
-        &NewLead {
-            fields: fields(values),
-            source_system: None,
-        },
-    )
-    .await
-    .expect("lead created")
 }
 
 async fn edit_lead(env: &TestEnv, lead: Uuid, column: LeadColumn, value: &str) {

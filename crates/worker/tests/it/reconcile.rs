@@ -4,23 +4,23 @@
 //! echo ledger, the per-integration lock, the worker's schedule and the
 //! CLI's entry point.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use leadsync_domain::PortalId;
-use leadsync_hubspot::{Client, PropertyEnsured};
 use leadsync_hubspot_sim::{FaultConfig, Receiver, SimConfig, SubscriptionSpec, UserEdit};
-use leadsync_queue::PushLeadChange;
 use leadsync_store::cursors::{self, CursorKind, RunLock};
-use leadsync_store::leads::{self, LeadFields, NewLead};
-use leadsync_store::{Lead, LeadColumn, outbox, stats};
+use leadsync_store::leads;
+use leadsync_store::{Lead, LeadColumn, stats};
 use leadsync_worker::reconcile::{self, ReconcileConfig, ReconcileDeps, ReconcileError};
 use leadsync_worker::{
     InboundDeps, OutboundDeps, WorkerMetrics, process_batch, process_push_batch,
 };
 
-use crate::helpers::{BATCH_READ, PORTAL, RunningWorker, TestEnv, metric, sim_client, sim_config};
+use crate::helpers::{
+    BATCH_READ, PORTAL, RunningWorker, TestEnv, create_lead, metric, outbound, pending_jobs,
+    sim_client, sim_config,
+};
 
 const SEARCH: &str = "POST /crm/v3/objects/contacts/search";
 
@@ -295,33 +295,9 @@ async fn a_window_over_the_result_cap_is_split_and_contacts_without_leads_are_cr
     env.finish().await;
 }
 
-/// Creates the custom property `lead_source_system`, as `leadsync setup` does.
-async fn create_source_property(client: &Client) {
-    let ensured = client
-        .ensure_source_property(PortalId::new(PORTAL), "jazzaam")
-        .await
-        .expect("property created");
-    assert_eq!(ensured, PropertyEnsured::Created);
-}
-
 /// Pushes every pending outbox row, as the relay and the push batcher do.
 async fn push_pending(env: &TestEnv, deps: &OutboundDeps) {
-    let mut tx = env.db.store.begin().await.expect("transaction");
-    let changes = outbox::claim_batch(&mut tx, 10_000).await.expect("claim");
-    let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
-    outbox::mark_relayed(&mut *tx, &ids).await.expect("mark");
-    tx.commit().await.expect("commit");
-    let jobs = changes
-        .into_iter()
-        .map(|c| PushLeadChange {
-            change_id: c.id,
-            integration_id: c.integration_id,
-            lead_id: c.lead_id,
-            operation: c.operation.as_str().to_owned(),
-            changed_at_ms: c.created_at.timestamp_millis(),
-            trace: HashMap::new(),
-        })
-        .collect();
+    let jobs = pending_jobs(env).await;
     process_push_batch(deps, jobs).await.expect("pushed");
 }
 
@@ -343,27 +319,15 @@ async fn an_echo_of_our_own_write_is_not_drift() {
     // pushed ("Kate"), then changed again on the platform ("Kat") and not
     // pushed yet. HubSpot's contact was last modified by our own write.
     let env = TestEnv::new().await;
-    let client = sim_client(&env.sim);
-    create_source_property(&client).await;
-    let outbound = OutboundDeps {
-        store: env.db.store.clone(),
-        hubspot: client,
-        source_system: "jazzaam".to_owned(),
-        credentials: None,
-    };
-    let mut fields = LeadFields::default();
-    fields.set(LeadColumn::Email, Some("katherine@example.com".to_owned()));
-    fields.set(LeadColumn::FirstName, Some("Katherine".to_owned()));
-    let lead = leads::create(
-        env.db.store.pool(),
-        env.integration.id,
-        &NewLead {
-            fields,
-            source_system: None,
-        },
+    let (_, outbound) = outbound(&env).await;
+    let lead = create_lead(
+        &env,
+        &[
+            (LeadColumn::Email, "katherine@example.com"),
+            (LeadColumn::FirstName, "Katherine"),
+        ],
     )
-    .await
-    .expect("lead created");
+    .await;
     push_pending(&env, &outbound).await;
     set_first_name(&env, &lead, "Kate").await;
     push_pending(&env, &outbound).await;
