@@ -9,6 +9,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use leadsync_queue::QueueError;
 use leadsync_store::StoreError;
+use leadsync_store::api_tokens::Scope;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -21,6 +22,17 @@ pub enum ApiError {
     /// The token is malformed, unknown or revoked.
     #[error("invalid bearer token")]
     InvalidToken,
+    /// The token is valid but its scope does not cover the route.
+    #[error("the route needs a token of scope `{needed}`")]
+    InsufficientScope {
+        /// The scope the route needs.
+        needed: Scope,
+        /// The token's scope.
+        held: Scope,
+    },
+    /// `If-Match` names no current version of the resource.
+    #[error("precondition failed")]
+    PreconditionFailed,
     /// The request is malformed: not JSON, an unknown field, a bad path.
     #[error("{message}")]
     BadRequest {
@@ -114,6 +126,8 @@ impl ApiError {
         match self {
             Self::MissingToken => "missing_token",
             Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::PreconditionFailed => "precondition_failed",
             Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
             Self::Invalid { .. } => "invalid_field",
             Self::NotFound(_) => "not_found",
@@ -131,6 +145,15 @@ impl ApiError {
                     .to_owned()
             }
             Self::InvalidToken => "the bearer token is invalid or revoked".to_owned(),
+            Self::InsufficientScope { needed, held } => format!(
+                "this route needs a token of scope `{needed}`; this token's scope is `{held}` \
+                 (see `leadsync api-token create --scope`)"
+            ),
+            Self::PreconditionFailed => {
+                "the resource changed since the `ETag` sent in `If-Match`; read it again and \
+                 reapply the change"
+                    .to_owned()
+            }
             Self::BadRequest { message, .. } | Self::Conflict { message, .. } => message.clone(),
             Self::Invalid { field, message } => format!("`{field}`: {message}"),
             Self::NotFound(what) => format!("{what} not found"),
@@ -170,6 +193,8 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -184,7 +209,8 @@ impl ResponseError for ApiError {
         // The cause of a 5xx is logged once, with the request's ids, by
         // `root_span::observe`.
         let mut response = HttpResponse::build(self.status_code());
-        // RFC 6750 §3: a 401 names the scheme, and why a presented token failed.
+        // RFC 6750 §3: a 401 names the scheme, and why a presented token
+        // failed; a 403 names the scope the route needs.
         match self {
             Self::MissingToken => {
                 response.insert_header((
@@ -197,6 +223,14 @@ impl ResponseError for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"leadsync\", error=\"invalid_token\""),
                 ));
+            }
+            Self::InsufficientScope { needed, .. } => {
+                let challenge = format!(
+                    "Bearer realm=\"leadsync\", error=\"insufficient_scope\", scope=\"{needed}\""
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response.insert_header((header::WWW_AUTHENTICATE, value));
+                }
             }
             _ => {}
         }

@@ -19,7 +19,8 @@ pub const BEARER: &str = "bearer";
         title = "leadsync API",
         description = "The platform's REST API: leads, integration settings, per-lead sync status, \
                        statistics and dead letters. Every `/v1` route takes a bearer token scoped \
-                       to one integration (`leadsync api-token create`).",
+                       to one integration and to a scope, `read`, `write` or `admin` \
+                       (`leadsync api-token create`).",
     ),
     modifiers(&BearerScheme),
     components(schemas(crate::error::ErrorBody)),
@@ -43,7 +44,12 @@ impl Modify for BearerScheme {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "A token from `leadsync api-token create --integration NAME`",
+                        "A token from `leadsync api-token create --integration NAME --scope \
+                         SCOPE`. The scope each operation needs is listed in its `security` \
+                         requirement: `read` (the GET routes), `write` (also creating, \
+                         updating and deleting leads) or `admin` (also replacing the settings \
+                         and replaying dead letters); each scope includes the ones before it. \
+                         A token of a smaller scope gets 403 `insufficient_scope`.",
                     ))
                     .build(),
             ),

@@ -5,6 +5,8 @@
 //! presented token is hashed and looked up by the hash ([`verify`]), so no
 //! stored value is compared byte by byte and a database dump holds nothing a
 //! caller could present.
+//!
+//! Each token has a [`Scope`]: what it may do besides reading.
 
 use aes_gcm::aead::Generate as _;
 use base64::Engine as _;
@@ -16,6 +18,31 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::text_enum::text_enum;
+
+text_enum! {
+    /// What a token may do. Each scope includes the ones before it
+    /// (`Read < Write < Admin`), so "at least `Write`" is `scope >= Write`.
+    pub enum Scope {
+        /// Read-only: the API's `GET` routes.
+        Read => "read",
+        /// Also creates, updates and deletes leads.
+        Write => "write",
+        /// Also replaces the integration's settings and replays dead letters.
+        Admin => "admin",
+    }
+}
+
+impl Scope {
+    /// The scope of a token issued without one named: leads CRUD, but not
+    /// the integration's settings.
+    pub const DEFAULT: Self = Self::Write;
+
+    /// Whether a token of this scope may do what `needed` allows.
+    pub fn allows(self, needed: Self) -> bool {
+        self >= needed
+    }
+}
 
 /// What every token starts with, so a leaked one is recognisable (secret
 /// scanners, logs) and a malformed one is refused without a query.
@@ -45,6 +72,8 @@ pub struct ApiToken {
     pub label: String,
     /// The token's first characters (`lsk_` and six more).
     pub token_prefix: String,
+    /// What it may do.
+    pub scope: Scope,
     /// When it was issued.
     pub created_at: DateTime<Utc>,
     /// When it was last accepted (updated at most once a minute).
@@ -69,25 +98,41 @@ pub struct Verified {
     pub token_id: Uuid,
     /// The integration it is scoped to.
     pub integration_id: Uuid,
+    /// What it may do.
+    pub scope: Scope,
 }
 
 const COLUMNS: &str =
-    "id, integration_id, label, token_prefix, created_at, last_used_at, revoked_at";
+    "id, integration_id, label, token_prefix, scope, created_at, last_used_at, revoked_at";
 
 /// SHA-256 of a token as presented: the stored form.
 pub fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Issues a token for an integration and stores its hash.
+/// Issues a token of [`Scope::DEFAULT`] for an integration; see
+/// [`issue_scoped`].
 ///
 /// # Errors
-/// [`StoreError::Invalid`] for a label longer than [`MAX_LABEL_CHARS`] or
-/// with control characters, or when the integration does not exist.
+/// As [`issue_scoped`].
 pub async fn issue(
     exec: impl PgExecutor<'_>,
     integration_id: Uuid,
     label: &str,
+) -> Result<IssuedToken, StoreError> {
+    issue_scoped(exec, integration_id, label, Scope::DEFAULT).await
+}
+
+/// Issues a token of `scope` for an integration and stores its hash.
+///
+/// # Errors
+/// [`StoreError::Invalid`] for a label longer than [`MAX_LABEL_CHARS`] or
+/// with control characters, or when the integration does not exist.
+pub async fn issue_scoped(
+    exec: impl PgExecutor<'_>,
+    integration_id: Uuid,
+    label: &str,
+    scope: Scope,
 ) -> Result<IssuedToken, StoreError> {
     let label = label.trim();
     if label.chars().count() > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
@@ -99,13 +144,14 @@ pub async fn issue(
     let random = <[u8; TOKEN_BYTES]>::generate();
     let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(random));
     let record: ApiToken = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO api_tokens (integration_id, label, token_prefix, token_hash) \
-         VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
+        "INSERT INTO api_tokens (integration_id, label, token_prefix, token_hash, scope) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
     )))
     .bind(integration_id)
     .bind(label)
     .bind(&token[..DISPLAY_LEN])
     .bind(hash(&token).as_slice())
+    .bind(scope)
     .fetch_one(exec)
     .await?;
     Ok(IssuedToken {
@@ -114,9 +160,10 @@ pub async fn issue(
     })
 }
 
-/// The integration a presented token is scoped to; `None` when the token is
-/// malformed, unknown or revoked. Records the use (at most once a minute per
-/// token, so a busy client does not write on every request).
+/// The integration a presented token is scoped to, and its scope; `None`
+/// when the token is malformed, unknown or revoked. Records the use (at most
+/// once a minute per token, so a busy client does not write on every
+/// request).
 pub async fn verify(
     exec: impl PgExecutor<'_>,
     token: &SecretString,
@@ -125,23 +172,24 @@ pub async fn verify(
     if token.len() != TOKEN_LEN || !token.starts_with(TOKEN_PREFIX) {
         return Ok(None);
     }
-    let row: Option<(Uuid, Uuid)> = sqlx::query_as(
+    let row: Option<(Uuid, Uuid, Scope)> = sqlx::query_as(
         "WITH found AS ( \
-             SELECT id, integration_id, last_used_at FROM api_tokens \
+             SELECT id, integration_id, scope, last_used_at FROM api_tokens \
              WHERE token_hash = $1 AND revoked_at IS NULL \
          ), touched AS ( \
              UPDATE api_tokens t SET last_used_at = now() FROM found \
              WHERE t.id = found.id \
              AND (found.last_used_at IS NULL OR found.last_used_at < now() - interval '1 minute') \
          ) \
-         SELECT id, integration_id FROM found",
+         SELECT id, integration_id, scope FROM found",
     )
     .bind(hash(token).as_slice())
     .fetch_optional(exec)
     .await?;
-    Ok(row.map(|(token_id, integration_id)| Verified {
+    Ok(row.map(|(token_id, integration_id, scope)| Verified {
         token_id,
         integration_id,
+        scope,
     }))
 }
 

@@ -168,6 +168,46 @@ impl TryFrom<IntegrationRow> for Integration {
 const COLUMNS: &str =
     "id, name, portal_id, app_id, auth_mode, token_expires_at, settings, created_at, updated_at";
 
+/// The version of an integration's settings: 1 at creation, one more at
+/// each replacement (and only then: a token refresh leaves it alone). The
+/// REST API's ETag of the settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SettingsVersion(i64);
+
+impl SettingsVersion {
+    /// A version as a number, e.g. read back from an ETag; `None` unless
+    /// positive.
+    pub fn new(raw: i64) -> Option<Self> {
+        (raw > 0).then_some(Self(raw))
+    }
+
+    /// The number.
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct VersionedRow {
+    #[sqlx(flatten)]
+    row: IntegrationRow,
+    settings_version: i64,
+}
+
+impl TryFrom<VersionedRow> for (Integration, SettingsVersion) {
+    type Error = StoreError;
+
+    fn try_from(versioned: VersionedRow) -> Result<Self, StoreError> {
+        let version = SettingsVersion::new(versioned.settings_version).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "settings version {} is not positive",
+                versioned.settings_version
+            ))
+        })?;
+        Ok((versioned.row.try_into()?, version))
+    }
+}
+
 /// What [`create`] needs.
 #[derive(Debug, Clone)]
 pub struct NewIntegration {
@@ -229,6 +269,21 @@ pub async fn get(exec: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Integrati
     row.map(Integration::try_from).transpose()
 }
 
+/// The integration with this id and the version of its settings, read
+/// together (the pair a client must send back to replace the settings).
+pub async fn get_versioned(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<(Integration, SettingsVersion)>, StoreError> {
+    let row: Option<VersionedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS}, settings_version FROM integrations WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(exec)
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
 /// The integration connected to this HubSpot portal (webhook routing).
 pub async fn by_portal(
     exec: impl PgExecutor<'_>,
@@ -267,8 +322,8 @@ pub async fn list(exec: impl PgExecutor<'_>) -> Result<Vec<Integration>, StoreEr
     rows.into_iter().map(Integration::try_from).collect()
 }
 
-/// Replaces the settings of an integration. Its leads forget the merge base
-/// of every field the new settings map to another HubSpot property.
+/// Replaces the settings of an integration, whatever their version; see
+/// [`replace_settings`].
 ///
 /// # Errors
 /// [`StoreError::NotFound`] when there is no such integration.
@@ -277,14 +332,43 @@ pub async fn update_settings(
     id: Uuid,
     settings: &IntegrationSettings,
 ) -> Result<Integration, StoreError> {
+    replace_settings(exec, id, settings, None)
+        .await?
+        .map(|(integration, _)| integration)
+        .ok_or(StoreError::NotFound("integration"))
+}
+
+/// Replaces the settings of an integration and bumps their version; with
+/// `if_version`, only while the settings are still at that version. Its
+/// leads forget the merge base of every field the new settings map to
+/// another HubSpot property.
+///
+/// The check and the write are one statement holding the integration's row
+/// lock: of two replacements made from the same version, the second finds
+/// the version moved and changes nothing (no lost update).
+///
+/// `None` when there is no such integration or, with `if_version`, when its
+/// settings are at another version; nothing is changed then.
+pub async fn replace_settings(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+    settings: &IntegrationSettings,
+    if_version: Option<SettingsVersion>,
+) -> Result<Option<(Integration, SettingsVersion)>, StoreError> {
     // A field mapped to another HubSpot property has no merge base any more:
     // the value both sides agreed on was the old property's. Keeping it would
     // make the new property's (often empty) value look like a HubSpot-only
     // change and erase the lead's value. Without a base, the lead's value
     // counts as the platform's and is pushed to the new property.
+    //
+    // `FOR UPDATE` makes a concurrent replacement wait, then re-reads the
+    // row it committed: the version is checked, and the remapped fields are
+    // computed, against the settings actually being replaced.
     let fields: Vec<&str> = LeadField::ALL.iter().map(|f| f.name()).collect();
-    let row: Option<IntegrationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH old AS (SELECT settings FROM integrations WHERE id = $1), \
+    let row: Option<VersionedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH old AS ( \
+             SELECT id, settings FROM integrations \
+             WHERE id = $1 AND ($4::bigint IS NULL OR settings_version = $4) FOR UPDATE), \
          remapped AS ( \
              SELECT coalesce(array_agg(f), '{{}}') AS fields FROM old, unnest($3::text[]) AS f \
              WHERE old.settings -> 'field_mapping' ->> f \
@@ -292,14 +376,28 @@ pub async fn update_settings(
          forgotten AS ( \
              UPDATE leads SET synced_values = synced_values - (SELECT fields FROM remapped) \
              WHERE integration_id = $1 AND synced_values ?| (SELECT fields FROM remapped)) \
-         UPDATE integrations SET settings = $2, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+         UPDATE integrations i SET settings = $2, settings_version = i.settings_version + 1, \
+             updated_at = now() \
+         FROM old WHERE i.id = old.id RETURNING {cols}, i.settings_version",
+        cols = qualified("i")
     )))
     .bind(id)
     .bind(Json(settings))
     .bind(&fields)
+    .bind(if_version.map(SettingsVersion::get))
     .fetch_optional(exec)
     .await?;
-    row.ok_or(StoreError::NotFound("integration"))?.try_into()
+    row.map(TryInto::try_into).transpose()
+}
+
+/// [`COLUMNS`], each prefixed with `alias.` (for a statement joining
+/// another relation with columns of the same names).
+fn qualified(alias: &str) -> String {
+    COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The associated data binding a token ciphertext to its row and column.

@@ -36,7 +36,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::Caller;
+use crate::auth::{Admin, Auth, Read};
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::leads::{parse_flag, parse_limit};
 use crate::startup::AppState;
@@ -135,7 +135,7 @@ pub struct ReplayView {
 #[utoipa::path(
     tag = "sync",
     params(DeadLetterQuery),
-    security(("bearer" = [])),
+    security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "A page of dead letters", body = DeadLetterPage),
         (status = 400, description = "Unknown query parameter", body = ErrorBody),
@@ -145,7 +145,7 @@ pub struct ReplayView {
 )]
 #[get("/v1/dead-letters")]
 pub async fn list_dead_letters(
-    caller: Caller,
+    caller: Auth<Read>,
     state: web::Data<AppState>,
     query: web::Query<DeadLetterQuery>,
 ) -> Result<web::Json<DeadLetterPage>, ApiError> {
@@ -199,10 +199,11 @@ pub async fn list_dead_letters(
 #[utoipa::path(
     tag = "sync",
     params(("id" = i64, Path, description = "The dead letter's id")),
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "Replayed now, or earlier (`outcome`)", body = ReplayView),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "This route needs a token of scope `admin` (`insufficient_scope`)", body = ErrorBody),
         (status = 404, description = "No such dead letter in this integration", body = ErrorBody),
         (status = 409, description = "The letter's payload cannot be replayed (`unreplayable`), \
             or this failure's replay is already on the queue and nothing was queued: \
@@ -212,7 +213,7 @@ pub async fn list_dead_letters(
 )]
 #[post("/v1/dead-letters/{id}/replay")]
 pub async fn replay_dead_letter(
-    caller: Caller,
+    caller: Auth<Admin>,
     state: web::Data<AppState>,
     id: web::Path<i64>,
 ) -> Result<web::Json<ReplayView>, ApiError> {

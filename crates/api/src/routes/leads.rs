@@ -19,7 +19,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::Caller;
+use crate::auth::{Auth, Caller, Read, Write};
 use crate::error::{ApiError, ErrorBody};
 use crate::input::Object;
 use crate::startup::AppState;
@@ -357,7 +357,7 @@ fn decode_cursor(raw: &str) -> Result<ListCursor, ApiError> {
 #[utoipa::path(
     tag = "leads",
     params(ListQuery),
-    security(("bearer" = [])),
+    security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "A page of leads", body = LeadPage),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -366,7 +366,7 @@ fn decode_cursor(raw: &str) -> Result<ListCursor, ApiError> {
 )]
 #[get("/v1/leads")]
 pub async fn list_leads(
-    caller: Caller,
+    caller: Auth<Read>,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<web::Json<LeadPage>, ApiError> {
@@ -390,12 +390,13 @@ pub async fn list_leads(
 #[utoipa::path(
     tag = "leads",
     request_body = LeadInput,
-    security(("bearer" = [])),
+    security(("bearer" = ["write"])),
     responses(
         (status = 201, description = "Created", body = LeadView,
             headers(("Location" = String, description = "The lead's URL"))),
         (status = 400, description = "Not a JSON object, or an unknown field", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "A `read` token: this route needs scope `write` or `admin` (`insufficient_scope`)", body = ErrorBody),
         (status = 409, description = "Another lead has this e-mail address", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "A field's value is invalid; `field` names it", body = ErrorBody),
@@ -403,7 +404,7 @@ pub async fn list_leads(
 )]
 #[post("/v1/leads")]
 pub async fn create_lead(
-    caller: Caller,
+    caller: Auth<Write>,
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -446,7 +447,7 @@ async fn live_lead(state: &AppState, caller: &Caller, id: Uuid) -> Result<Lead, 
 #[utoipa::path(
     tag = "leads",
     params(("id" = Uuid, Path, description = "The lead's id")),
-    security(("bearer" = [])),
+    security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The lead", body = LeadView),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -455,7 +456,7 @@ async fn live_lead(state: &AppState, caller: &Caller, id: Uuid) -> Result<Lead, 
 )]
 #[get("/v1/leads/{id}")]
 pub async fn get_lead(
-    caller: Caller,
+    caller: Auth<Read>,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
 ) -> Result<web::Json<LeadView>, ApiError> {
@@ -468,11 +469,12 @@ pub async fn get_lead(
     tag = "leads",
     params(("id" = Uuid, Path, description = "The lead's id")),
     request_body = LeadInput,
-    security(("bearer" = [])),
+    security(("bearer" = ["write"])),
     responses(
         (status = 200, description = "The updated lead", body = LeadView),
         (status = 400, description = "Not a JSON object, or an unknown field", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "A `read` token: this route needs scope `write` or `admin` (`insufficient_scope`)", body = ErrorBody),
         (status = 404, description = "No such live lead in this integration", body = ErrorBody),
         (status = 409, description = "Another lead has this e-mail address", body = ErrorBody),
         (status = 422, description = "A field's value is invalid; `field` names it", body = ErrorBody),
@@ -480,7 +482,7 @@ pub async fn get_lead(
 )]
 #[patch("/v1/leads/{id}")]
 pub async fn update_lead(
-    caller: Caller,
+    caller: Auth<Write>,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
     body: web::Json<Value>,
@@ -507,16 +509,17 @@ pub async fn update_lead(
 #[utoipa::path(
     tag = "leads",
     params(("id" = Uuid, Path, description = "The lead's id")),
-    security(("bearer" = [])),
+    security(("bearer" = ["write"])),
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "A `read` token: this route needs scope `write` or `admin` (`insufficient_scope`)", body = ErrorBody),
         (status = 404, description = "No such live lead in this integration", body = ErrorBody),
     )
 )]
 #[delete("/v1/leads/{id}")]
 pub async fn delete_lead(
-    caller: Caller,
+    caller: Auth<Write>,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {

@@ -8,17 +8,18 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{get, put, web};
+use actix_web::http::header::{self, EntityTag};
+use actix_web::{HttpRequest, HttpResponse, get, put, web};
 use chrono::{DateTime, Utc};
 use leadsync_domain::{ConflictPolicy, LeadField, MappingError};
-use leadsync_store::integrations::{self, DeletionMode, Directions};
+use leadsync_store::integrations::{self, DeletionMode, Directions, SettingsVersion};
 use leadsync_store::{Integration, IntegrationSettings};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::Caller;
+use crate::auth::{Admin, Auth, Read};
 use crate::error::{ApiError, ErrorBody};
 use crate::input::{Object, join, typed};
 use crate::startup::AppState;
@@ -165,48 +166,143 @@ impl SettingsView {
     }
 }
 
-/// The integration's settings.
+/// The integration's settings, with their version as `ETag`.
 #[utoipa::path(
     tag = "integration",
-    security(("bearer" = [])),
+    security(("bearer" = ["read"])),
     responses(
-        (status = 200, description = "The settings", body = SettingsView),
+        (status = 200, description = "The settings", body = SettingsView,
+            headers(("ETag" = String, description = "The settings' version; send it back in \
+                `If-Match` to replace them only if nobody else did in between"))),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
     )
 )]
 #[get("/v1/integration/settings")]
-pub async fn get_settings(caller: Caller) -> web::Json<SettingsView> {
-    web::Json(SettingsView::of(&caller.integration))
+pub async fn get_settings(
+    caller: Auth<Read>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    // Read again, with the version, so the body and the ETag are one row's.
+    let (integration, version) =
+        integrations::get_versioned(state.store.pool(), caller.integration_id())
+            .await?
+            .ok_or(ApiError::InvalidToken)?;
+    Ok(with_etag(&integration, version))
 }
 
 /// Replaces the integration's settings; an omitted key takes its default.
+///
+/// With `If-Match: <ETag of a GET>`, only while the settings are still at
+/// that version (otherwise 412 and nothing changes); without `If-Match`
+/// (or with `If-Match: *`), unconditionally.
 #[utoipa::path(
     tag = "integration",
     request_body = SettingsDoc,
-    security(("bearer" = [])),
+    params(("If-Match" = Option<String>, Header,
+        description = "The `ETag` of the settings the change was made on, e.g. `\"7\"`")),
+    security(("bearer" = ["admin"])),
     responses(
-        (status = 200, description = "The settings now in force", body = SettingsView),
-        (status = 400, description = "Not a JSON object, or an unknown field", body = ErrorBody),
+        (status = 200, description = "The settings now in force", body = SettingsView,
+            headers(("ETag" = String, description = "The new settings' version"))),
+        (status = 400, description = "Not a JSON object, an unknown field, or an `If-Match` \
+            that is not one entity tag (`invalid_if_match`)", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "This route needs a token of scope `admin` (`insufficient_scope`)", body = ErrorBody),
+        (status = 412, description = "`If-Match` names another version: the settings changed \
+            since they were read, and were left alone (`precondition_failed`)", body = ErrorBody),
         (status = 422, description = "A value is invalid; `field` names it", body = ErrorBody),
     )
 )]
 #[put("/v1/integration/settings")]
 pub async fn put_settings(
-    caller: Caller,
+    caller: Auth<Admin>,
     state: web::Data<AppState>,
+    request: HttpRequest,
     body: web::Json<Value>,
-) -> Result<web::Json<SettingsView>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
+    let precondition = if_match(&request)?;
     let settings = parse_settings(body.into_inner())?;
-    let integration =
-        integrations::update_settings(state.store.pool(), caller.integration_id(), &settings)
-            .await?;
+    let if_version = match precondition {
+        IfMatch::Any => None,
+        IfMatch::Version(version) => Some(version),
+        IfMatch::Never => return Err(ApiError::PreconditionFailed),
+    };
+    let (integration, version) = integrations::replace_settings(
+        state.store.pool(),
+        caller.integration_id(),
+        &settings,
+        if_version,
+    )
+    .await?
+    .ok_or(match if_version {
+        Some(_) => ApiError::PreconditionFailed,
+        // The token cascades with its integration: it is gone with it.
+        None => ApiError::InvalidToken,
+    })?;
     tracing::info!(
         integration.id = %integration.id,
+        settings.version = version.get(),
         "Settings of integration {} replaced through the API",
         integration.id
     );
-    Ok(web::Json(SettingsView::of(&integration)))
+    Ok(with_etag(&integration, version))
+}
+
+/// A 200 with the settings and their version as `ETag`.
+fn with_etag(integration: &Integration, version: SettingsVersion) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::ETAG, etag(version)))
+        .json(SettingsView::of(integration))
+}
+
+/// The strong entity tag of a settings version: `"7"`.
+pub fn etag(version: SettingsVersion) -> EntityTag {
+    EntityTag::new_strong(version.get().to_string())
+}
+
+/// What an `If-Match` header asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IfMatch {
+    /// No header, or `*`: replace whatever the version.
+    Any,
+    /// Replace only while the settings are at this version.
+    Version(SettingsVersion),
+    /// An entity tag no version of the settings ever has (weak, or not
+    /// one of ours): it cannot match.
+    Never,
+}
+
+/// Reads `If-Match`: absent or `*`, or exactly one entity tag.
+fn if_match(request: &HttpRequest) -> Result<IfMatch, ApiError> {
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_if_match",
+            "`If-Match` takes `*` or one entity tag, the `ETag` of a `GET`, e.g. `\"7\"`",
+        )
+    };
+    let mut values = request.headers().get_all(header::IF_MATCH);
+    let Some(value) = values.next() else {
+        return Ok(IfMatch::Any);
+    };
+    if values.next().is_some() {
+        return Err(invalid());
+    }
+    let value = value.to_str().map_err(|_| invalid())?.trim();
+    if value == "*" {
+        return Ok(IfMatch::Any);
+    }
+    let tag: EntityTag = value.parse().map_err(|_| invalid())?;
+    // RFC 9110 §13.1.1: If-Match compares strongly, so a weak tag never
+    // matches.
+    if tag.weak {
+        return Ok(IfMatch::Never);
+    }
+    Ok(tag
+        .tag()
+        .parse::<i64>()
+        .ok()
+        .and_then(SettingsVersion::new)
+        .map_or(IfMatch::Never, IfMatch::Version))
 }
 
 /// Reads a settings body; every error names its field.

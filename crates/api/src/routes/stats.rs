@@ -8,7 +8,7 @@ use leadsync_store::stats::{self, SyncStats};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
+use crate::auth::{Auth, Read};
 use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
 
@@ -63,7 +63,7 @@ impl From<SyncStats> for StatsView {
 /// The integration's sync statistics.
 #[utoipa::path(
     tag = "sync",
-    security(("bearer" = [])),
+    security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The statistics", body = StatsView),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -71,7 +71,7 @@ impl From<SyncStats> for StatsView {
 )]
 #[get("/v1/stats")]
 pub async fn get_stats(
-    caller: Caller,
+    caller: Auth<Read>,
     state: web::Data<AppState>,
 ) -> Result<web::Json<StatsView>, ApiError> {
     let stats = stats::read(state.store.pool(), caller.integration_id()).await?;

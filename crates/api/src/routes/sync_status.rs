@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::Caller;
+use crate::auth::{Auth, Read};
 use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
 
@@ -130,7 +130,7 @@ pub struct SyncStatusView {
 #[utoipa::path(
     tag = "sync",
     params(("id" = Uuid, Path, description = "The lead's id"), SyncStatusQuery),
-    security(("bearer" = [])),
+    security(("bearer" = ["read"])),
     responses(
         (status = 200, description = "The lead's sync status", body = SyncStatusView),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -140,7 +140,7 @@ pub struct SyncStatusView {
 )]
 #[get("/v1/leads/{id}/sync-status")]
 pub async fn get_sync_status(
-    caller: Caller,
+    caller: Auth<Read>,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
     query: web::Query<SyncStatusQuery>,

@@ -7,6 +7,7 @@ use leadsync_api::{Application, StopHandle};
 use leadsync_domain::PortalId;
 use leadsync_queue::QueueInspector;
 use leadsync_runtime::Settings;
+use leadsync_store::api_tokens::Scope;
 use leadsync_store::integrations::{self, AuthMode, NewIntegration};
 use leadsync_store::testing::TestDb;
 use leadsync_store::{Integration, IntegrationSettings, api_tokens};
@@ -23,7 +24,7 @@ pub struct TestApi {
     handle: StopHandle,
 }
 
-/// An integration and a token scoped to it.
+/// An integration and an `admin` token scoped to it.
 pub struct Tenant {
     pub integration: Integration,
     pub token: String,
@@ -71,7 +72,7 @@ impl TestApi {
         }
     }
 
-    /// An integration for `portal` named `name`, with a fresh token.
+    /// An integration for `portal` named `name`, with a fresh `admin` token.
     pub async fn tenant(&self, name: &str, portal: u64) -> Tenant {
         let integration = integrations::create(
             self.db.store.pool(),
@@ -85,12 +86,23 @@ impl TestApi {
         )
         .await
         .expect("integration created");
-        let issued = api_tokens::issue(self.db.store.pool(), integration.id, "tests")
+        let token = self.token(&integration, Scope::Admin).await;
+        Tenant { integration, token }
+    }
+
+    /// A fresh token of `scope` for the integration.
+    pub async fn token(&self, integration: &Integration, scope: Scope) -> String {
+        let issued = api_tokens::issue_scoped(self.db.store.pool(), integration.id, "tests", scope)
             .await
             .expect("token issued");
+        issued.token.expose_secret().to_owned()
+    }
+
+    /// The same integration behind a fresh token of `scope`.
+    pub async fn with_scope(&self, tenant: &Tenant, scope: Scope) -> Tenant {
         Tenant {
-            integration,
-            token: issued.token.expose_secret().to_owned(),
+            integration: tenant.integration.clone(),
+            token: self.token(&tenant.integration, scope).await,
         }
     }
 

@@ -7,5 +7,6 @@ mod helpers;
 mod isolation;
 mod leads;
 mod openapi;
+mod scopes;
 mod settings;
 mod sync_status;

@@ -180,3 +180,76 @@ async fn an_integration_sees_its_own_dead_letters_only() {
     assert_eq!(foreign, None, "another integration's letter is not found");
     db.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn tokens_from_before_scopes_keep_full_access_and_new_ones_carry_their_scope() {
+    use leadsync_store::MIGRATOR;
+    use leadsync_store::api_tokens::Scope;
+
+    // Arrange: a token stored before the scope column existed (the column is
+    // dropped and the migration that adds it run again over the row).
+    let (db, acme) = setup().await;
+    let pool = db.store.pool();
+    let old = api_tokens::issue(pool, acme.id, "old").await.unwrap();
+    sqlx::query("ALTER TABLE api_tokens DROP COLUMN scope")
+        .execute(pool)
+        .await
+        .unwrap();
+    let migration = MIGRATOR
+        .iter()
+        .find(|m| m.description == "api tokens scope")
+        .expect("the scope migration");
+
+    // Act
+    sqlx::raw_sql(migration.sql.clone())
+        .execute(pool)
+        .await
+        .unwrap();
+    let old = api_tokens::verify(pool, &old.token).await.unwrap();
+    let mut issued = Vec::new();
+    for scope in Scope::ALL {
+        let token = api_tokens::issue_scoped(pool, acme.id, "new", *scope)
+            .await
+            .unwrap();
+        issued.push((
+            token.record.scope,
+            api_tokens::verify(pool, &token.token).await.unwrap(),
+        ));
+    }
+    let default = api_tokens::issue(pool, acme.id, "default").await.unwrap();
+    let unscoped_insert: String = sqlx::query_scalar(
+        "INSERT INTO api_tokens (integration_id, token_prefix, token_hash) \
+         VALUES ($1, 'lsk_x', sha256('x')) RETURNING scope",
+    )
+    .bind(acme.id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let unknown_scope = sqlx::query(
+        "INSERT INTO api_tokens (integration_id, token_prefix, token_hash, scope) \
+         VALUES ($1, 'lsk_y', sha256('y'), 'root')",
+    )
+    .bind(acme.id)
+    .execute(pool)
+    .await;
+
+    // Assert
+    assert_eq!(
+        old.map(|v| v.scope),
+        Some(Scope::Admin),
+        "full access, as before"
+    );
+    for (scope, (stored, verified)) in Scope::ALL.iter().zip(issued) {
+        assert_eq!(stored, *scope);
+        assert_eq!(verified.map(|v| v.scope), Some(*scope));
+    }
+    assert_eq!(default.record.scope, Scope::Write);
+    assert_eq!(unscoped_insert, "write");
+    assert!(
+        unknown_scope.is_err(),
+        "the check constraint refuses `root`"
+    );
+    assert!(Scope::Admin.allows(Scope::Write) && Scope::Write.allows(Scope::Read));
+    assert!(!Scope::Read.allows(Scope::Write) && !Scope::Write.allows(Scope::Admin));
+    db.cleanup().await.unwrap();
+}

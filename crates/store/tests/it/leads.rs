@@ -420,3 +420,89 @@ async fn mapping_a_field_to_another_property_forgets_its_merge_base_only() {
     assert_eq!(unrelated, ["email", "phone"]);
     assert_eq!(remapped, ["email"]);
 }
+
+#[tokio::test]
+async fn a_settings_replacement_at_a_stale_version_changes_nothing() {
+    use leadsync_store::IntegrationSettings;
+    use leadsync_store::integrations::{self, SettingsVersion};
+
+    // Arrange: a lead with a merge base for its phone
+    let (db, acme) = setup().await;
+    let pool = db.store.pool();
+    let lead = leads::create(pool, acme.id, &crate::helpers::lead("Ann", "a@x.io"))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE leads SET synced_values = '{\"phone\": \"aa\"}' WHERE id = $1")
+        .bind(lead.id)
+        .execute(pool)
+        .await
+        .unwrap();
+    let (_, created) = integrations::get_versioned(pool, acme.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut remap_phone = IntegrationSettings::default();
+    remap_phone
+        .field_mapping
+        .insert(LeadField::Phone, "mobilephone".to_owned());
+    let outbound_off = IntegrationSettings {
+        directions: integrations::Directions {
+            inbound: true,
+            outbound: false,
+        },
+        ..IntegrationSettings::default()
+    };
+
+    // Act
+    let applied = integrations::replace_settings(pool, acme.id, &outbound_off, Some(created))
+        .await
+        .unwrap();
+    let stale = integrations::replace_settings(pool, acme.id, &remap_phone, Some(created))
+        .await
+        .unwrap();
+    let (after, version) = integrations::get_versioned(pool, acme.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let bases: serde_json::Value =
+        sqlx::query_scalar("SELECT synced_values FROM leads WHERE id = $1")
+            .bind(lead.id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let blind = integrations::update_settings(pool, acme.id, &remap_phone)
+        .await
+        .unwrap();
+    let (_, blind_version) = integrations::get_versioned(pool, acme.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let missing = integrations::replace_settings(pool, uuid::Uuid::now_v7(), &remap_phone, None)
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(
+        Some(created),
+        SettingsVersion::new(1),
+        "a new integration is at 1"
+    );
+    let (applied, applied_version) = applied.expect("the current version applies");
+    assert_eq!(applied_version, version);
+    assert_eq!(version.get(), created.get() + 1);
+    assert!(!applied.settings.directions.outbound);
+    assert!(stale.is_none(), "a stale version is refused");
+    assert_eq!(
+        after.settings, outbound_off,
+        "the refused replacement wrote nothing"
+    );
+    assert_eq!(
+        bases,
+        serde_json::json!({"phone": "aa"}),
+        "nor forgot a merge base"
+    );
+    assert_eq!(blind.settings, remap_phone, "no version: unconditional");
+    assert_eq!(blind_version.get(), version.get() + 1);
+    assert!(missing.is_none());
+    db.cleanup().await.unwrap();
+}
