@@ -67,6 +67,39 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// The SQLSTATE under which the database refused the data itself: a data
+    /// exception (class 22: invalid text such as a NUL byte, a value too
+    /// long or out of range) or an integrity violation (class 23: check,
+    /// foreign key, unique). Retrying the same write cannot succeed, unlike
+    /// the transient failures of [`StoreError::is_retryable`]; `None` for
+    /// every other error.
+    ///
+    /// Violations already mapped to a variant keep their class: `23505` for
+    /// the duplicates, the class code `23000` for [`StoreError::Invalid`]
+    /// (which does not keep the exact code).
+    pub fn rejected_sqlstate(&self) -> Option<String> {
+        match self {
+            Self::DuplicateIntegrationName
+            | Self::DuplicateIntegrationPortal
+            | Self::DuplicateEmail
+            | Self::DuplicateCrmId => Some("23505".to_owned()),
+            Self::Invalid(_) => Some("23000".to_owned()),
+            Self::Database(sqlx::Error::Database(db)) => db
+                .code()
+                .filter(|c| is_data_sqlstate(c))
+                .map(|c| c.into_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a SQLSTATE names a problem of the data written (classes 22 and
+/// 23) rather than of the connection, the transaction or the server.
+fn is_data_sqlstate(code: &str) -> bool {
+    code.starts_with("22") || code.starts_with("23")
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &err {
@@ -87,5 +120,50 @@ impl From<sqlx::Error> for StoreError {
             }
         }
         Self::Database(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_exceptions_and_integrity_violations_are_data_sqlstates() {
+        for code in ["22021", "22001", "22P02", "23505", "23514", "23503"] {
+            assert!(is_data_sqlstate(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn transient_failures_are_not_data_sqlstates() {
+        // Serialization failure, deadlock, connection failure, statement
+        // timeout, lock timeout, admin shutdown, out of memory.
+        for code in [
+            "40001", "40P01", "08006", "57014", "55P03", "57P01", "53200",
+        ] {
+            assert!(!is_data_sqlstate(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn mapped_violations_keep_their_class_and_other_errors_have_none() {
+        assert_eq!(
+            StoreError::DuplicateEmail.rejected_sqlstate().as_deref(),
+            Some("23505")
+        );
+        assert_eq!(
+            StoreError::Invalid("violates leads_status_check".into())
+                .rejected_sqlstate()
+                .as_deref(),
+            Some("23000")
+        );
+        for err in [
+            StoreError::Database(sqlx::Error::PoolTimedOut),
+            StoreError::Database(sqlx::Error::Io(std::io::Error::other("reset"))),
+            StoreError::NotFound("lead"),
+            StoreError::InvalidUrl,
+        ] {
+            assert_eq!(err.rejected_sqlstate(), None, "{err:?}");
+        }
     }
 }

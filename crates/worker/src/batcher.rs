@@ -6,7 +6,10 @@
 //! `batch_window_ms` passed since its first event, then processes it: one
 //! HubSpot batch read per portal, one Postgres transaction. Only then does it
 //! answer the waiters, so a job is acknowledged after its effect is committed;
-//! a failed batch fails every job in it, and the queue retries them.
+//! a failed batch fails every job in it, and the queue retries them. An event
+//! whose data the database refuses does not fail its batch: the batch is
+//! split until that event is alone, and it is dead-lettered (see
+//! [`process_batch`]).
 //!
 //! Events of a contact already in the collecting batch join it even once the
 //! batch is full, so a burst of events about the same contacts costs one
@@ -28,7 +31,7 @@ use tracing::field::Empty;
 
 use crate::coalesce::{self, Coalesced, Collecting};
 use crate::contact_event::{self, ContactEventKind};
-use crate::inbound::{BatchReport, InboundDeps, InboundError, process_batch};
+use crate::inbound::{BatchReport, InboundDeps, InboundError, payload_of, process_batch};
 use crate::metrics::WorkerMetrics;
 use crate::tokens::Credentials;
 
@@ -64,7 +67,9 @@ impl BatcherConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobOutcome {
     /// Its batch committed: the event was applied, skipped, recognised as a
-    /// duplicate or dead-lettered in the batch's transaction.
+    /// duplicate or dead-lettered in the batch's transaction (or, when the
+    /// database refused the data of some of its events, in the transaction
+    /// of the part of the batch that held it).
     Committed,
     /// Its batch failed on the job's last attempt: the event was
     /// dead-lettered on its own instead of being given up by the queue.
@@ -377,8 +382,7 @@ async fn dead_letter_last_attempts(
             event_key: job.key.as_str().to_owned(),
             kind: DeadLetterKind::InboundEvent,
             reason: reason.clone(),
-            payload: serde_json::from_str(job.event.get())
-                .unwrap_or_else(|_| serde_json::Value::String(job.event.get().to_owned())),
+            payload: payload_of(job),
         };
         match dead_letters::record(pool, &letter).await {
             Ok(_) => {

@@ -8,8 +8,14 @@
 //! one inbound transaction. The caller acknowledges the jobs only after
 //! [`process_batch`] returned `Ok`; an `Err` means "retry the whole batch",
 //! which is safe because processed keys are recorded in the same transaction.
+//!
+//! When the database refuses the data of an event (a data exception or an
+//! integrity violation, [`StoreError::rejected_sqlstate`]), retrying the
+//! batch cannot help: it is split in halves, each in its own transaction,
+//! until the events refused on their own are found; those are dead-lettered
+//! with the SQLSTATE and their batch-mates commit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use leadsync_domain::{
@@ -73,6 +79,28 @@ pub struct BatchReport {
     pub skipped: BTreeMap<String, usize>,
     /// Batch reads issued (one per portal with dirty contacts).
     pub batch_reads: usize,
+}
+
+impl BatchReport {
+    /// Adds the counts of `other`, a part of the same batch.
+    fn absorb(&mut self, other: BatchReport) {
+        self.jobs += other.jobs;
+        self.duplicates += other.duplicates;
+        self.dead_lettered += other.dead_lettered;
+        self.processed += other.processed;
+        self.created += other.created;
+        self.linked += other.linked;
+        self.updated += other.updated;
+        self.unlinked += other.unlinked;
+        self.deleted += other.deleted;
+        self.restored += other.restored;
+        self.erased += other.erased;
+        self.merged += other.merged;
+        for (reason, n) in other.skipped {
+            *self.skipped.entry(reason).or_default() += n;
+        }
+        self.batch_reads += other.batch_reads;
+    }
 }
 
 /// Where one integration's share of a batch is tallied: the batch report,
@@ -146,10 +174,147 @@ struct IntegrationWork<'a> {
 ///
 /// # Errors
 /// [`InboundError`] when the batch should be retried whole (database or
-/// transient HubSpot failure). Nothing was committed then.
+/// transient HubSpot failure). Parts split off after the database refused
+/// an event's data may have committed then; their processed keys make the
+/// retry skip them.
 pub async fn process_batch(
     deps: &InboundDeps,
     jobs: Vec<InboundEvent>,
+) -> Result<BatchReport, InboundError> {
+    let mut report = BatchReport::default();
+    let mut pending = VecDeque::from([jobs]);
+    while let Some(chunk) = pending.pop_front() {
+        let sqlstate = match process_part(deps, &chunk).await {
+            Ok(part) => {
+                report.absorb(part);
+                continue;
+            }
+            Err(InboundError::Store(err)) => match err.rejected_sqlstate() {
+                Some(code) => code,
+                None => return Err(err.into()),
+            },
+            Err(err) => return Err(err),
+        };
+        let mut groups = by_contact(chunk);
+        if groups.len() > 1 {
+            tracing::info!(
+                sqlstate = %sqlstate,
+                contacts = groups.len(),
+                "The database refused part of an inbound batch; retrying it in halves"
+            );
+            let second = groups.split_off(groups.len() / 2);
+            pending.push_front(second.into_iter().flatten().collect());
+            pending.push_front(groups.into_iter().flatten().collect());
+            continue;
+        }
+        let alone = groups.into_iter().flatten().collect::<Vec<_>>();
+        report.absorb(dead_letter_refused(deps, &alone, &sqlstate).await?);
+    }
+    Ok(report)
+}
+
+/// The jobs grouped by the contact they make dirty (the surviving contact
+/// of a merge), in order of first appearance; a job whose event does not
+/// parse is a group of its own. Splitting between groups keeps every
+/// contact's events together.
+fn by_contact(jobs: Vec<InboundEvent>) -> Vec<Vec<InboundEvent>> {
+    let mut groups: Vec<Vec<InboundEvent>> = Vec::new();
+    let mut index: HashMap<(PortalId, ContactId), usize> = HashMap::new();
+    for job in jobs {
+        let Ok(event) = contact_event::parse(&job.event) else {
+            groups.push(vec![job]);
+            continue;
+        };
+        let contact = match &event.kind {
+            ContactEventKind::Merge { primary, .. } => *primary,
+            _ => event.contact,
+        };
+        match index.get(&(event.portal, contact)) {
+            Some(&i) => groups[i].push(job),
+            None => {
+                index.insert((event.portal, contact), groups.len());
+                groups.push(vec![job]);
+            }
+        }
+    }
+    groups
+}
+
+/// Dead-letters the events of one contact that the database refused on
+/// their own, with the SQLSTATE as the reason (never the value: it may be
+/// personal data), counts them as failed and audits them, in a transaction
+/// of their own.
+async fn dead_letter_refused(
+    deps: &InboundDeps,
+    jobs: &[InboundEvent],
+    sqlstate: &str,
+) -> Result<BatchReport, InboundError> {
+    let reason = format!("database_rejected: {sqlstate}");
+    let pool = deps.store.pool();
+    let mut letters = Vec::with_capacity(jobs.len());
+    let mut failed: BTreeMap<Uuid, i64> = BTreeMap::new();
+    let mut entries = Vec::new();
+    for job in jobs {
+        let event = contact_event::parse(&job.event).ok();
+        let portal = event.as_ref().map(|e| e.portal).or(job.portal_id);
+        let integration = match (&job.integration, portal) {
+            (Some(name), _) => integrations::by_name(pool, name).await,
+            (None, Some(portal)) => integrations::by_portal(pool, portal).await,
+            (None, None) => Ok(None),
+        };
+        // The lookup itself may be what the database refuses (a name it
+        // cannot take): the letter is then recorded without an integration.
+        let integration = match integration {
+            Ok(found) => found.filter(|i| Some(i.portal_id) == portal),
+            Err(err) if err.rejected_sqlstate().is_some() => None,
+            Err(err) => return Err(err.into()),
+        };
+        let id = integration.map(|i| i.id);
+        if let Some(id) = id {
+            *failed.entry(id).or_default() += 1;
+            if let Some(event) = &event {
+                entries.push(audit_entry(
+                    id,
+                    None,
+                    event.contact,
+                    Some(job.key.as_str()),
+                    AuditAction::DeadLettered,
+                    Some(&reason),
+                ));
+            }
+        }
+        tracing::warn!(
+            event.key = %job.key.as_str(),
+            integration.id = id.map(tracing::field::display),
+            portal.id = portal.map(PortalId::get),
+            sqlstate = %sqlstate,
+            "The database refused event {} on its own; it was dead-lettered",
+            job.key.as_str()
+        );
+        letters.push(letter(job, id, portal, &reason));
+    }
+    let mut tx = deps.store.begin_inbound().await?;
+    for letter in &letters {
+        dead_letters::record(&mut *tx, letter).await?;
+    }
+    audit::record_many(&mut *tx, &entries).await?;
+    for (id, n) in failed {
+        let mut delta = StatsDelta::new();
+        delta.failed(n);
+        stats::increment(&mut *tx, id, &delta).await?;
+    }
+    tx.commit().await?;
+    Ok(BatchReport {
+        jobs: jobs.len(),
+        dead_lettered: jobs.len(),
+        ..BatchReport::default()
+    })
+}
+
+/// One attempt at `jobs` in one transaction.
+async fn process_part(
+    deps: &InboundDeps,
+    jobs: &[InboundEvent],
 ) -> Result<BatchReport, InboundError> {
     let started = Instant::now();
     let mut report = BatchReport {
@@ -166,7 +331,7 @@ pub async fn process_batch(
     // 1–2. Parse, drop duplicates, route each event to its integration.
     let keys: Vec<&str> = jobs.iter().map(|j| j.key.as_str()).collect();
     let processed = leadsync_store::events::processed_among(pool, &keys).await?;
-    for job in &jobs {
+    for job in jobs {
         if !seen.insert(job.key.as_str()) || processed.contains(job.key.as_str()) {
             report.duplicates += 1;
             continue;
@@ -346,8 +511,36 @@ fn letter(
         event_key: job.key.as_str().to_owned(),
         kind: DeadLetterKind::InboundEvent,
         reason: reason.to_owned(),
-        payload: serde_json::from_str(job.event.get())
-            .unwrap_or_else(|_| serde_json::Value::String(job.event.get().to_owned())),
+        payload: payload_of(job),
+    }
+}
+
+/// The event of `job` as a dead letter's payload. Postgres cannot store a
+/// NUL character in `jsonb`, so any is replaced by U+FFFD: the letter of an
+/// event refused for such a character must still be recordable.
+pub(crate) fn payload_of(job: &InboundEvent) -> serde_json::Value {
+    let raw = job.event.get();
+    let mut payload =
+        serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()));
+    without_nul(&mut payload);
+    payload
+}
+
+fn without_nul(value: &mut serde_json::Value) {
+    const NUL: char = '\u{0}';
+    match value {
+        serde_json::Value::String(s) if s.contains(NUL) => *s = s.replace(NUL, "\u{fffd}"),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(without_nul),
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| k.contains(NUL)) {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (k.replace(NUL, "\u{fffd}"), v))
+                    .collect();
+            }
+            map.values_mut().for_each(without_nul);
+        }
+        _ => {}
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod api_tokens;
 mod dead_letters;
+mod errors;
 mod helpers;
 mod leads;
 mod outbox;
