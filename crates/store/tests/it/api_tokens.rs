@@ -1,7 +1,7 @@
 use leadsync_domain::PortalId;
 use leadsync_store::StoreError;
 use leadsync_store::api_tokens::{self, TOKEN_PREFIX};
-use leadsync_store::dead_letters::{self, DeadLetterFilter, DeadLetterKind, NewDeadLetter};
+use leadsync_store::dead_letters::{self, DeadLetterFilter, DeadLetterKind};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::helpers::{new_integration, setup};
@@ -98,14 +98,7 @@ async fn an_integration_sees_its_own_dead_letters_only() {
     let (db, acme) = setup().await;
     let pool = db.store.pool();
     let globex = new_integration(&db.store, "globex", 1002).await;
-    let letter = |integration_id, portal: Option<u64>, key: &str, kind, payload| NewDeadLetter {
-        integration_id,
-        portal_id: portal.map(PortalId::new),
-        event_key: key.to_owned(),
-        kind,
-        reason: "test".to_owned(),
-        payload,
-    };
+    let letter = crate::helpers::dead_letter;
     let inbound = DeadLetterKind::InboundEvent;
     let outbound = DeadLetterKind::OutboundChange;
     let mut ids = Vec::new();

@@ -1,5 +1,5 @@
 use leadsync_domain::PortalId;
-use leadsync_store::dead_letters::{self, DeadLetterFilter, DeadLetterKind, NewDeadLetter};
+use leadsync_store::dead_letters::{self, DeadLetterFilter, DeadLetterKind};
 use serde_json::json;
 
 use crate::helpers::{new_integration, setup};
@@ -10,14 +10,7 @@ async fn an_inbound_letter_belongs_to_the_integration_of_its_events_portal() {
     let (db, acme) = setup().await;
     let pool = db.store.pool();
     let globex = new_integration(&db.store, "globex", 1002).await;
-    let letter = |integration_id, portal: Option<u64>, key: &str, kind, payload| NewDeadLetter {
-        integration_id,
-        portal_id: portal.map(PortalId::new),
-        event_key: key.to_owned(),
-        kind,
-        reason: "test".to_owned(),
-        payload,
-    };
+    let letter = crate::helpers::dead_letter;
     let inbound = DeadLetterKind::InboundEvent;
     let outbound = DeadLetterKind::OutboundChange;
     let mut ids = Vec::new();

@@ -1,4 +1,5 @@
 use leadsync_domain::PortalId;
+use leadsync_store::dead_letters::{DeadLetterKind, NewDeadLetter};
 use leadsync_store::integrations::{self, AuthMode, IntegrationSettings, NewIntegration};
 use leadsync_store::leads::{LeadFields, NewLead};
 use leadsync_store::testing::TestDb;
@@ -34,5 +35,23 @@ pub fn lead(first: &str, email: &str) -> NewLead {
             ..LeadFields::default()
         },
         source_system: None,
+    }
+}
+
+/// A dead letter of `integration_id` about `portal`'s event `key`.
+pub fn dead_letter(
+    integration_id: Option<uuid::Uuid>,
+    portal: Option<u64>,
+    key: &str,
+    kind: DeadLetterKind,
+    payload: serde_json::Value,
+) -> NewDeadLetter {
+    NewDeadLetter {
+        integration_id,
+        portal_id: portal.map(PortalId::new),
+        event_key: key.to_owned(),
+        kind,
+        reason: "test".to_owned(),
+        payload,
     }
 }
