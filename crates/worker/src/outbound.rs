@@ -10,7 +10,12 @@
 //!   link the leads (`crm_id`); a contact that already had the address is
 //!   linked, never duplicated. Contacts created get `lead_source_system`.
 //!   A 409 "Contact already exists. Existing ID: N" links the lead to N, and
-//!   it is pushed as a linked lead below;
+//!   it is pushed as a linked lead below. An upsert that matched an
+//!   existing contact (`new: false`) has overwritten its values: those
+//!   contacts are read once with property history, each written field is
+//!   decided as for a never-synced linked lead against HubSpot's value
+//!   before the write, and where HubSpot wins its value is restored (one
+//!   batch update) and written to the lead;
 //! - linked leads are **read first** (one batch read per 100) and decided
 //!   field by field against the merge base ([`decide_outbound`]): a field
 //!   only the platform changed is written, one only HubSpot changed is left
@@ -159,7 +164,10 @@ pub async fn process_push_batch(
         outcomes.push(out);
     }
 
-    let mut tx = deps.store.begin().await?;
+    // Marked inbound: the bookkeeping changes no synced column, and the
+    // HubSpot values an upsert had overwritten and that were restored are
+    // written back to their leads as a change from HubSpot (no outbox row).
+    let mut tx = deps.store.begin_inbound().await?;
     for mut out in outcomes {
         out.write(&mut tx, &mut report).await?;
     }
@@ -291,6 +299,12 @@ impl Outcome {
     fn sync(&mut self, lead: Uuid, update: SyncUpdate) {
         match self.syncs.get_mut(&lead) {
             Some(existing) => {
+                // HubSpot's values written back to the lead make it a sync
+                // from HubSpot.
+                if !update.values.is_empty() {
+                    existing.direction = update.direction;
+                }
+                existing.values.extend(update.values);
                 existing.synced_values.extend(update.synced_values);
                 existing.link_crm_id = update.link_crm_id.or(existing.link_crm_id);
                 existing.last_modified_in_crm = update
@@ -543,6 +557,7 @@ async fn create_or_link(
     while let Some(mut chunk) = pending.pop_front() {
         let inputs: Vec<ContactInput> = chunk.iter().map(|l| upsert_input(ctx, l)).collect();
         report.upsert_calls += 1;
+        let started = chrono::Utc::now();
         let err = match ctx
             .deps
             .hubspot
@@ -550,7 +565,8 @@ async fn create_or_link(
             .await
         {
             Ok(results) => {
-                record_upserts(ctx, &chunk, &inputs, results, out, report).await?;
+                let matched = record_upserts(ctx, &chunk, &inputs, results, out, report).await?;
+                restore_overwritten(ctx, matched, started, out, report).await?;
                 continue;
             }
             Err(err) if err.is_retryable() => return Err(err.into()),
@@ -666,6 +682,7 @@ fn link_existing(ctx: &Ctx<'_>, lead: &Lead, contact: ContactId, out: &mut Outco
 }
 
 /// Records a successful upsert: ledger entries, links, merge bases, audit.
+/// Returns the leads whose upsert matched an existing contact.
 async fn record_upserts(
     ctx: &Ctx<'_>,
     chunk: &[Lead],
@@ -673,7 +690,7 @@ async fn record_upserts(
     results: Vec<leadsync_hubspot::UpsertResult>,
     out: &mut Outcome,
     report: &mut PushReport,
-) -> Result<(), OutboundError> {
+) -> Result<Vec<Matched>, OutboundError> {
     let email_property = ctx.mapping.property_of(LeadField::Email).unwrap_or("email");
     // HubSpot does not promise the input order: match results by address.
     let mut by_email: HashMap<String, leadsync_hubspot::UpsertResult> = HashMap::new();
@@ -687,6 +704,7 @@ async fn record_upserts(
         }
     }
     let mut writes = Vec::new();
+    let mut matched = Vec::new();
     for (lead, input) in chunk.iter().zip(inputs) {
         let Some(result) = by_email
             .remove(&input.email.to_lowercase())
@@ -742,6 +760,11 @@ async fn record_upserts(
             (AuditAction::Created, None)
         } else {
             report.linked += 1;
+            matched.push(Matched {
+                lead: lead.clone(),
+                contact: result.id,
+                written: input.properties.clone(),
+            });
             (AuditAction::Linked, Some("email_match"))
         };
         let mut entry = out.entry(action, lead.id, Some(result.id), reason);
@@ -752,7 +775,222 @@ async fn record_upserts(
     // The contacts' ids are known only now; their echoes are recognised from
     // here on (until then a webhook finds the values equal to the lead's).
     ledger::record_many(ctx.deps.store.pool(), ctx.portal(), &writes).await?;
+    Ok(matched)
+}
+
+/// A lead an upsert linked to a contact HubSpot already had.
+struct Matched {
+    lead: Lead,
+    contact: ContactId,
+    /// The properties the upsert wrote.
+    written: BTreeMap<String, String>,
+}
+
+/// A field whose value before the upsert goes back to HubSpot and to the lead.
+struct Restore {
+    field: LeadField,
+    property: String,
+    /// HubSpot's value before the upsert, as HubSpot held it.
+    hubspot: String,
+    /// The same value in the platform's form.
+    value: String,
+    /// The lead's value that loses.
+    losing: String,
+    reason: &'static str,
+}
+
+/// Gives contacts an upsert matched by address back the values HubSpot had
+/// before the write wherever the conflict policy says HubSpot wins: one
+/// batch read with history (the values before the write), one batch update,
+/// and the restored values written to the leads as a change from HubSpot.
+/// `started` is when the upsert was sent: a version no older than that with
+/// the value written is the upsert's own.
+async fn restore_overwritten(
+    ctx: &Ctx<'_>,
+    matched: Vec<Matched>,
+    started: chrono::DateTime<chrono::Utc>,
+    out: &mut Outcome,
+    report: &mut PushReport,
+) -> Result<(), OutboundError> {
+    // Under platform_wins for every field the lead's values stand: no read.
+    let hubspot_can_win = ctx.mapping.entries().iter().any(|e| {
+        e.field != LeadField::Email && ctx.policy.for_field(e.field) != ConflictPolicy::PlatformWins
+    });
+    if matched.is_empty() || !hubspot_can_win {
+        return Ok(());
+    }
+    let properties = ctx.mapping.properties();
+    let ids: Vec<ContactId> = matched.iter().map(|m| m.contact).collect();
+    report.read_calls += ids.len().div_ceil(MAX_BATCH);
+    let read = match ctx
+        .deps
+        .hubspot
+        .batch_read(ctx.portal(), &ids, &properties, &properties)
+        .await
+    {
+        Ok(read) => read,
+        Err(err) if err.is_retryable() => return Err(err.into()),
+        Err(err) => {
+            // The lead's values stay in HubSpot; the link stands.
+            let reason = hubspot_reason(&err);
+            for m in &matched {
+                out.skip(report, &reason, m.lead.id, Some(m.contact));
+            }
+            return Ok(());
+        }
+    };
+    let contacts: HashMap<ContactId, &Contact> = read.contacts.iter().map(|c| (c.id, c)).collect();
+    let mut restores = Vec::new();
+    for m in matched {
+        let Some(contact) = contacts.get(&m.contact) else {
+            continue;
+        };
+        let fields = overwritten_fields(ctx, &m, contact, started.timestamp_millis());
+        if !fields.is_empty() {
+            restores.push((m, fields));
+        }
+    }
+    if restores.is_empty() {
+        return Ok(());
+    }
+    let updates: Vec<ContactUpdate> = restores
+        .iter()
+        .map(|(m, fields)| ContactUpdate {
+            id: m.contact,
+            properties: fields
+                .iter()
+                .map(|r| (r.property.clone(), r.hubspot.clone()))
+                .collect(),
+        })
+        .collect();
+    // The echo ledger first, as for every write.
+    let writes: Vec<LedgerWrite> = restores
+        .iter()
+        .flat_map(|(m, fields)| {
+            fields.iter().map(|r| LedgerWrite {
+                contact: m.contact,
+                property: r.property.clone(),
+                value_hash: hash_of(r.field, &r.hubspot),
+            })
+        })
+        .collect();
+    ledger::record_many(ctx.deps.store.pool(), ctx.portal(), &writes).await?;
+    report.update_calls += updates.len().div_ceil(MAX_BATCH);
+    let updated = match ctx.deps.hubspot.batch_update(ctx.portal(), &updates).await {
+        Ok(updated) => updated,
+        Err(err) if err.is_retryable() => return Err(err.into()),
+        Err(err) => {
+            let reason = hubspot_reason(&err);
+            for (m, _) in &restores {
+                out.skip(report, &reason, m.lead.id, Some(m.contact));
+            }
+            return Ok(());
+        }
+    };
+    let modified: HashMap<ContactId, Option<chrono::DateTime<chrono::Utc>>> =
+        updated.iter().map(|c| (c.id, c.updated_at)).collect();
+    for (m, fields) in restores {
+        let mut values = leads::FieldValues::new();
+        let mut synced = BTreeMap::new();
+        let mut by_reason: BTreeMap<&'static str, BTreeMap<String, FieldChange>> = BTreeMap::new();
+        for r in fields {
+            values.insert(LeadColumn::from(r.field), non_empty(&r.value));
+            synced.insert(r.field, hash_of(r.field, &r.value));
+            by_reason.entry(r.reason).or_default().insert(
+                r.field.name().to_owned(),
+                FieldChange {
+                    before: non_empty(&r.losing),
+                    after: non_empty(&r.value),
+                    losing_value: non_empty(&r.losing),
+                },
+            );
+        }
+        out.sync(
+            m.lead.id,
+            SyncUpdate {
+                direction: SyncDirection::FromCrm,
+                values,
+                synced_values: synced,
+                last_modified_in_crm: modified.get(&m.contact).copied().flatten(),
+                link_crm_id: None,
+            },
+        );
+        for (reason, changes) in by_reason {
+            count_skip(report, &mut out.delta, reason);
+            let mut entry = out.entry(
+                AuditAction::Conflict,
+                m.lead.id,
+                Some(m.contact),
+                Some(reason),
+            );
+            entry.changes = changes;
+            out.audit.push(entry);
+        }
+    }
     Ok(())
+}
+
+/// The fields of a matched contact where the upsert overwrote a value
+/// HubSpot keeps: each written field is decided as for a linked lead never
+/// synced (no merge base), against HubSpot's value before the write.
+fn overwritten_fields(
+    ctx: &Ctx<'_>,
+    m: &Matched,
+    contact: &Contact,
+    started_ms: i64,
+) -> Vec<Restore> {
+    let mut restores = Vec::new();
+    for entry in ctx.mapping.entries() {
+        let field = entry.field;
+        // The address is the key the contact was matched by.
+        if field == LeadField::Email {
+            continue;
+        }
+        let Some(sent) = m.written.get(&entry.property) else {
+            continue;
+        };
+        // Newest first. Only when the upsert's write is still the latest
+        // version: a later edit in HubSpot is the inbound side's.
+        let Some(versions) = contact.properties_with_history.get(&entry.property) else {
+            continue;
+        };
+        let ours = versions.first().is_some_and(|v| {
+            v.timestamp.timestamp_millis() >= started_ms
+                && canonical(field, &v.value) == canonical(field, sent)
+        });
+        let Some(before) = versions.get(1).filter(|_| ours) else {
+            continue;
+        };
+        let value = value_of(&m.lead, field).to_owned();
+        let platform = PlatformSide {
+            value: value.clone(),
+            base: None,
+            changed_at_ms: m
+                .lead
+                .field_updated_at
+                .get(&field)
+                .map(chrono::DateTime::timestamp_millis),
+        };
+        let theirs = ctx.mapping.inbound_value(field, &before.value);
+        let hubspot = HubSpotSide {
+            value: theirs.clone(),
+            changed_at_ms: Some(before.timestamp.timestamp_millis()),
+            last_written: None,
+        };
+        if let PushDecision::Keep { reason } =
+            decide_outbound(field, &platform, &hubspot, &ctx.policy)
+        {
+            restores.push(Restore {
+                field,
+                property: entry.property.clone(),
+                hubspot: before.value.clone(),
+                value: theirs,
+                losing: value,
+                reason,
+            });
+        }
+    }
+    restores
 }
 
 // ---------------------------------------------------------------------------

@@ -660,3 +660,149 @@ async fn an_address_a_privacy_deletion_tombstoned_is_never_sent_again() {
     assert_eq!(lead(&env, again.id).await.crm_id, None);
     env.finish().await;
 }
+
+/// A contact a sales rep created in HubSpot, and a lead with the same
+/// address pushed before the contact's creation webhook was processed.
+async fn rep_contact_and_platform_lead(env: &TestEnv) -> (ContactId, Uuid) {
+    let existing = env
+        .sim
+        .control()
+        .create_contact(
+            PORTAL,
+            &UserEdit::new([
+                ("email", "kim@example.com"),
+                ("firstname", "Hub"),
+                ("jobtitle", "CRM title"),
+            ]),
+        )
+        .expect("contact created")
+        .id;
+    let created = create_lead(
+        env,
+        &[
+            (LeadColumn::Email, "kim@example.com"),
+            (LeadColumn::FirstName, "Plat"),
+            (LeadColumn::Phone, "+1 555"),
+        ],
+    )
+    .await;
+    (ContactId::new(existing), created.id)
+}
+
+#[tokio::test]
+async fn an_upsert_matching_an_unlinked_contact_gives_back_hubspots_values_under_hubspot_wins() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (contact_id, lead_id) = rep_contact_and_platform_lead(&env).await;
+    env.sim.control().reset_stats();
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert: HubSpot's first name is restored, the platform's new phone stays.
+    assert_eq!(report.linked, 1, "{report:?}");
+    assert_eq!(
+        report.skipped.get("conflict_hubspot_wins"),
+        Some(&1),
+        "{report:?}"
+    );
+    let after = contact(&env, contact_id);
+    assert_eq!(after.get("firstname"), Some("Hub"));
+    assert_eq!(after.get("jobtitle"), Some("CRM title"));
+    assert_eq!(after.get("phone"), Some("+1 555"));
+    let stats = env.sim.control().stats();
+    assert_eq!(
+        (
+            stats.calls(UPSERT),
+            stats.calls(BATCH_READ),
+            stats.calls(UPDATE)
+        ),
+        (1, 1, 1),
+        "{:?}",
+        stats.calls_by_endpoint
+    );
+    let linked = lead(&env, lead_id).await;
+    assert_eq!(linked.crm_id, Some(contact_id));
+    assert_eq!(linked.fields.get(LeadColumn::FirstName), Some("Hub"));
+    assert_eq!(linked.fields.get(LeadColumn::Phone), Some("+1 555"));
+    assert_eq!(
+        linked.synced_values.get(&LeadField::FirstName),
+        Some(&ValueHash::of("Hub")),
+        "the restored value is the merge base"
+    );
+    assert_eq!(
+        outbox_rows(&env).await,
+        (1, 0),
+        "the restored value reaches the lead as a change from HubSpot"
+    );
+    let trail = outbound_trail(&env, lead_id).await;
+    let conflict = trail
+        .iter()
+        .find(|r| {
+            r.entry.action == AuditAction::Conflict
+                && r.entry.reason.as_deref() == Some("conflict_hubspot_wins")
+        })
+        .expect("the conflict is audited");
+    let change = &conflict.entry.changes["first_name"];
+    assert_eq!(change.losing_value.as_deref(), Some("Plat"));
+    assert_eq!(change.after.as_deref(), Some("Hub"));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn an_upsert_matching_an_unlinked_contact_keeps_the_platforms_values_under_platform_wins() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let mut settings = env.integration.settings.clone();
+    settings.conflict_policy = ConflictPolicy::PlatformWins;
+    integrations::update_settings(env.db.store.pool(), env.integration.id, &settings)
+        .await
+        .expect("settings");
+    let (contact_id, lead_id) = rep_contact_and_platform_lead(&env).await;
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!(report.linked, 1, "{report:?}");
+    let after = contact(&env, contact_id);
+    assert_eq!(after.get("firstname"), Some("Plat"));
+    assert_eq!(after.get("jobtitle"), Some("CRM title"));
+    assert_eq!(after.get("phone"), Some("+1 555"));
+    let linked = lead(&env, lead_id).await;
+    assert_eq!(linked.crm_id, Some(contact_id));
+    assert_eq!(linked.fields.get(LeadColumn::FirstName), Some("Plat"));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_batch_of_new_contacts_takes_one_call() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    for n in 0..3 {
+        create_lead(
+            &env,
+            &[
+                (LeadColumn::Email, &format!("new{n}@example.com")),
+                (LeadColumn::FirstName, "New"),
+            ],
+        )
+        .await;
+    }
+    env.sim.control().reset_stats();
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!(report.created, 3, "{report:?}");
+    assert_eq!(env.sim.control().stats().api_calls, 1);
+    assert_eq!(
+        (report.upsert_calls, report.read_calls, report.update_calls),
+        (1, 0, 0)
+    );
+    env.finish().await;
+}
