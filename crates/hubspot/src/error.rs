@@ -181,12 +181,17 @@ pub(crate) fn error_chain_fmt(
 }
 
 impl HubSpotError {
-    /// Whether the same call may succeed later: rate limits, transient failures
-    /// and an unavailable Redis. Everything else is permanent for this input.
+    /// Whether the same call may succeed later: rate limits, transient failures,
+    /// an unavailable Redis, and a failing token store (the platform's database:
+    /// a lost connection or a busy pool must not dead-letter the events that
+    /// needed a token). Everything else is permanent for this input.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Transient { .. } | Self::Redis(_)
+            Self::RateLimited { .. }
+                | Self::Transient { .. }
+                | Self::Redis(_)
+                | Self::TokenStore(_)
         )
     }
 
@@ -313,6 +318,14 @@ mod tests {
         );
         assert_eq!(parse_existing_id("Contact already exists."), None);
         assert_eq!(parse_existing_id("Existing ID: none"), None);
+    }
+
+    #[test]
+    fn a_failing_token_store_is_retried_a_refused_token_is_not() {
+        let store_down: Box<dyn std::error::Error + Send + Sync> = "pool timed out".into();
+        assert!(HubSpotError::TokenStore(store_down).is_retryable());
+        assert!(!HubSpotError::TokenExpired.is_retryable());
+        assert!(!HubSpotError::Config("no OAuth app".into()).is_retryable());
     }
 
     #[test]
