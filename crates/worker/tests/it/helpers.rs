@@ -549,29 +549,7 @@ async fn forward(req: HttpRequest, body: web::Bytes, state: web::Data<ProxyState
                 .body(r#"{"status":"error","message":"Service unavailable","category":"SERVICE_UNAVAILABLE"}"#);
         }
     }
-    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).expect("method");
-    let mut upstream = state
-        .http
-        .request(method, format!("{}{path}", state.upstream))
-        .body(body.to_vec());
-    for name in ["authorization", "content-type"] {
-        if let Some(v) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
-            upstream = upstream.header(name, v);
-        }
-    }
-    let answer = upstream.send().await.expect("the simulator answers");
-    let mut response = HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(answer.status().as_u16()).expect("status"),
-    );
-    for (name, value) in answer.headers() {
-        let lower = name.as_str();
-        if (lower == "content-type" || lower.starts_with("x-hubspot-"))
-            && let Ok(v) = value.to_str()
-        {
-            response.insert_header((lower.to_owned(), v.to_owned()));
-        }
-    }
-    response.body(answer.bytes().await.expect("body").to_vec())
+    relay_to(&state.http, &state.upstream, path, &req, &body).await
 }
 
 impl FailingProxy {
@@ -650,29 +628,7 @@ async fn stub_or_forward(
         .body(state.body.clone());
     }
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).expect("method");
-    let mut upstream = state
-        .http
-        .request(method, format!("{}{path}", state.upstream))
-        .body(body.to_vec());
-    for name in ["authorization", "content-type"] {
-        if let Some(v) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
-            upstream = upstream.header(name, v);
-        }
-    }
-    let answer = upstream.send().await.expect("the simulator answers");
-    let mut response = HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(answer.status().as_u16()).expect("status"),
-    );
-    for (name, value) in answer.headers() {
-        let lower = name.as_str();
-        if (lower == "content-type" || lower.starts_with("x-hubspot-"))
-            && let Ok(v) = value.to_str()
-        {
-            response.insert_header((lower.to_owned(), v.to_owned()));
-        }
-    }
-    response.body(answer.bytes().await.expect("body").to_vec())
+    relay_to(&state.http, &state.upstream, path, &req, &body).await
 }
 
 impl StubProxy {
@@ -773,4 +729,37 @@ pub async fn create_lead(env: &TestEnv, values: &[(LeadColumn, &str)]) -> Lead {
     )
     .await
     .expect("lead created")
+}
+
+/// Sends the request on to `upstream` (the simulator) and hands its answer
+/// back, with the headers HubSpot's clients read.
+async fn relay_to(
+    http: &reqwest::Client,
+    upstream: &str,
+    path: &str,
+    req: &HttpRequest,
+    body: &[u8],
+) -> HttpResponse {
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).expect("method");
+    let mut forwarded = http
+        .request(method, format!("{upstream}{path}"))
+        .body(body.to_vec());
+    for name in ["authorization", "content-type"] {
+        if let Some(v) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
+            forwarded = forwarded.header(name, v);
+        }
+    }
+    let answer = forwarded.send().await.expect("the simulator answers");
+    let mut response = HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(answer.status().as_u16()).expect("status"),
+    );
+    for (name, value) in answer.headers() {
+        let lower = name.as_str();
+        if (lower == "content-type" || lower.starts_with("x-hubspot-"))
+            && let Ok(v) = value.to_str()
+        {
+            response.insert_header((lower.to_owned(), v.to_owned()));
+        }
+    }
+    response.body(answer.bytes().await.expect("body").to_vec())
 }
