@@ -776,7 +776,9 @@ impl Run<'_> {
                 integration_id: self.integration.id,
                 lead_id: lead.id,
                 operation: "insert".to_owned(),
-                changed_at_ms: 0,
+                // No outbox row: the lead's last change stands for it (what a
+                // restore after an upsert compares HubSpot's history with).
+                changed_at_ms: lead.updated_at.timestamp_millis(),
                 trace: std::collections::HashMap::new(),
             })
             .collect();

@@ -238,6 +238,15 @@ impl Outcome {
         self.portal.map(|_| self.integration)
     }
 
+    /// When the oldest change of `lead` being pushed was committed: no write
+    /// of this push (or of an earlier try of it) is older.
+    fn first_change_ms(&self, lead: Uuid) -> i64 {
+        self.changes
+            .get(&lead)
+            .and_then(|c| c.iter().map(|j| j.changed_at_ms).filter(|ms| *ms > 0).min())
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis())
+    }
+
     fn last_change(&self, lead: Uuid) -> Option<i64> {
         self.changes
             .get(&lead)
@@ -557,7 +566,6 @@ async fn create_or_link(
     while let Some(mut chunk) = pending.pop_front() {
         let inputs: Vec<ContactInput> = chunk.iter().map(|l| upsert_input(ctx, l)).collect();
         report.upsert_calls += 1;
-        let started = chrono::Utc::now();
         let err = match ctx
             .deps
             .hubspot
@@ -566,7 +574,7 @@ async fn create_or_link(
         {
             Ok(results) => {
                 let matched = record_upserts(ctx, &chunk, &inputs, results, out, report).await?;
-                restore_overwritten(ctx, matched, started, out, report).await?;
+                restore_overwritten(ctx, matched, out, report).await?;
                 continue;
             }
             Err(err) if err.is_retryable() => return Err(err.into()),
@@ -786,6 +794,10 @@ struct Matched {
     written: BTreeMap<String, String>,
 }
 
+/// How far HubSpot's clock may run behind ours when a property version is
+/// compared with the time a lead's change was committed.
+const CLOCK_SKEW_ALLOWANCE_MS: i64 = 2 * 60 * 1000;
+
 /// A field whose value before the upsert goes back to HubSpot and to the lead.
 struct Restore {
     field: LeadField,
@@ -803,12 +815,9 @@ struct Restore {
 /// before the write wherever the conflict policy says HubSpot wins: one
 /// batch read with history (the values before the write), one batch update,
 /// and the restored values written to the leads as a change from HubSpot.
-/// `started` is when the upsert was sent: a version no older than that with
-/// the value written is the upsert's own.
 async fn restore_overwritten(
     ctx: &Ctx<'_>,
     matched: Vec<Matched>,
-    started: chrono::DateTime<chrono::Utc>,
     out: &mut Outcome,
     report: &mut PushReport,
 ) -> Result<(), OutboundError> {
@@ -845,7 +854,8 @@ async fn restore_overwritten(
         let Some(contact) = contacts.get(&m.contact) else {
             continue;
         };
-        let fields = overwritten_fields(ctx, &m, contact, started.timestamp_millis());
+        let since_ms = out.first_change_ms(m.lead.id) - CLOCK_SKEW_ALLOWANCE_MS;
+        let fields = overwritten_fields(ctx, &m, contact, since_ms);
         if !fields.is_empty() {
             restores.push((m, fields));
         }
@@ -937,7 +947,7 @@ fn overwritten_fields(
     ctx: &Ctx<'_>,
     m: &Matched,
     contact: &Contact,
-    started_ms: i64,
+    since_ms: i64,
 ) -> Vec<Restore> {
     let mut restores = Vec::new();
     for entry in ctx.mapping.entries() {
@@ -949,16 +959,28 @@ fn overwritten_fields(
         let Some(sent) = m.written.get(&entry.property) else {
             continue;
         };
-        // Newest first. Only when the upsert's write is still the latest
-        // version: a later edit in HubSpot is the inbound side's.
+        // Newest first. Only when the push's own writes are still the latest
+        // versions: a later edit in HubSpot is the inbound side's. Its writes
+        // are those of this app, no older than the lead's change, that hold
+        // the value sent — or, after a retry, the value an earlier try
+        // restored: a retried push re-sends the same upsert (the link and the
+        // restore of the failed try were never committed), and the version
+        // before all of them is still HubSpot's own.
         let Some(versions) = contact.properties_with_history.get(&entry.property) else {
             continue;
         };
-        let ours = versions.first().is_some_and(|v| {
-            v.timestamp.timestamp_millis() >= started_ms
-                && canonical(field, &v.value) == canonical(field, sent)
-        });
-        let Some(before) = versions.get(1).filter(|_| ours) else {
+        let app = ctx.integration.app_id;
+        let is_ours = |v: &leadsync_hubspot::PropertyVersion| {
+            v.timestamp.timestamp_millis() >= since_ms && v.written_by_app(app)
+        };
+        let newest_is_sent = versions
+            .first()
+            .is_some_and(|v| is_ours(v) && canonical(field, &v.value) == canonical(field, sent));
+        let Some(before) = versions
+            .iter()
+            .find(|v| !is_ours(v))
+            .filter(|_| newest_is_sent)
+        else {
             continue;
         };
         let value = value_of(&m.lead, field).to_owned();

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use leadsync_domain::{ContactId, PortalId};
+use leadsync_domain::{AppId, ContactId, PortalId};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 
@@ -79,6 +79,21 @@ pub struct PropertyVersion {
     pub source_id: Option<String>,
     /// The HubSpot user, for UI edits.
     pub updated_by_user_id: Option<u64>,
+}
+
+impl PropertyVersion {
+    /// Whether an app wrote this version: `sourceType` `INTEGRATION` with
+    /// the app's id as `sourceId` (hubspot-api.md §1.5). With `app` unknown
+    /// (a private app's id is not documented), any integration's write.
+    pub fn written_by_app(&self, app: Option<AppId>) -> bool {
+        self.source_type == "INTEGRATION"
+            && app.is_none_or(|app| {
+                self.source_id
+                    .as_deref()
+                    .and_then(|id| id.parse::<AppId>().ok())
+                    == Some(app)
+            })
+    }
 }
 
 impl std::fmt::Debug for PropertyVersion {
@@ -468,5 +483,36 @@ impl Client {
             contacts: wire.results,
             next_after: wire.paging.and_then(|p| p.next).map(|n| n.after),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(source_type: &str, source_id: Option<&str>) -> PropertyVersion {
+        serde_json::from_value(json!({
+            "value": "v",
+            "timestamp": "2026-11-29T10:00:00Z",
+            "sourceType": source_type,
+            "sourceId": source_id,
+        }))
+        .expect("a version")
+    }
+
+    #[test]
+    fn a_version_is_the_apps_when_an_integration_with_its_id_wrote_it() {
+        let app = Some(AppId::new(8_151_242));
+        assert!(version("INTEGRATION", Some("8151242")).written_by_app(app));
+        assert!(!version("INTEGRATION", Some("999")).written_by_app(app));
+        assert!(!version("INTEGRATION", None).written_by_app(app));
+        assert!(!version("CRM_UI", Some("userId:51446676")).written_by_app(app));
+        assert!(!version("IMPORT", Some("8151242")).written_by_app(app));
+    }
+
+    #[test]
+    fn with_the_app_unknown_any_integrations_version_counts() {
+        assert!(version("INTEGRATION", Some("999")).written_by_app(None));
+        assert!(!version("CRM_UI", None).written_by_app(None));
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use leadsync_domain::{ConflictPolicy, ContactId, LeadField, ValueHash, WebhookEvent};
-use leadsync_hubspot_sim::{Receiver, SubscriptionSpec, UserEdit};
+use leadsync_hubspot_sim::{ApiFault, Receiver, SubscriptionSpec, UserEdit};
 use leadsync_queue::InboundEvent;
 use leadsync_store::audit::{self, AuditAction, AuditRecord, Direction};
 use leadsync_store::dead_letters::{self, DeadLetterFilter};
@@ -747,6 +747,87 @@ async fn an_upsert_matching_an_unlinked_contact_gives_back_hubspots_values_under
     let change = &conflict.entry.changes["first_name"];
     assert_eq!(change.losing_value.as_deref(), Some("Plat"));
     assert_eq!(change.after.as_deref(), Some("Hub"));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_push_retried_after_its_upsert_still_gives_back_hubspots_values() {
+    // Arrange: the upsert lands, then every read of the contact fails until
+    // the push gives up, so nothing of the first try is committed.
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (contact_id, lead_id) = rep_contact_and_platform_lead(&env).await;
+    let jobs = pending_jobs(&env).await;
+    env.sim
+        .control()
+        .inject_api_fault(ApiFault::new(503).on(BATCH_READ))
+        .expect("fault injected");
+    process_push_batch(&deps, jobs.clone())
+        .await
+        .expect_err("the read fails transiently: the batch is retried");
+    assert_eq!(
+        contact(&env, contact_id).get("firstname"),
+        Some("Plat"),
+        "the first try's upsert overwrote HubSpot's value"
+    );
+    env.sim.control().clear_api_faults();
+
+    // Act: the retry sends the same upsert again.
+    let report = process_push_batch(&deps, jobs.clone())
+        .await
+        .expect("the retry succeeds");
+
+    // Assert: the version before the first try's write is still HubSpot's.
+    assert_eq!(report.linked, 1, "{report:?}");
+    let after = contact(&env, contact_id);
+    assert_eq!(after.get("firstname"), Some("Hub"));
+    assert_eq!(after.get("phone"), Some("+1 555"));
+    let linked = lead(&env, lead_id).await;
+    assert_eq!(linked.crm_id, Some(contact_id));
+    assert_eq!(linked.fields.get(LeadColumn::FirstName), Some("Hub"));
+
+    // Act: the same jobs once more, as after a commit that failed once the
+    // restore was written (the lead is linked now: nothing changes).
+    let again = process_push_batch(&deps, jobs).await.expect("pushed");
+
+    // Assert
+    assert_eq!(
+        contact(&env, contact_id).get("firstname"),
+        Some("Hub"),
+        "{again:?}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_push_retried_after_its_restore_was_written_restores_hubspots_value_again() {
+    // Arrange: the first try upserts and restores, then its bookkeeping is
+    // lost (the lead is unlinked again, as if the commit had failed).
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (contact_id, lead_id) = rep_contact_and_platform_lead(&env).await;
+    let jobs = pending_jobs(&env).await;
+    let mut conn = env.db.store.pool().acquire().await.expect("connection");
+    let first = process_push_batch(&deps, jobs.clone())
+        .await
+        .expect("pushed");
+    assert_eq!(first.linked, 1, "{first:?}");
+    assert_eq!(contact(&env, contact_id).get("firstname"), Some("Hub"));
+    sqlx::query("UPDATE leads SET crm_id = NULL, first_name = 'Plat' WHERE id = $1")
+        .bind(lead_id)
+        .execute(&mut *conn)
+        .await
+        .expect("first try's bookkeeping undone");
+    drop(conn);
+
+    // Act: the retry upserts the platform's value over the restored one.
+    let report = process_push_batch(&deps, jobs).await.expect("pushed");
+
+    // Assert: the value before every write of this push wins again.
+    assert_eq!(report.linked, 1, "{report:?}");
+    assert_eq!(contact(&env, contact_id).get("firstname"), Some("Hub"));
+    let linked = lead(&env, lead_id).await;
+    assert_eq!(linked.fields.get(LeadColumn::FirstName), Some("Hub"));
     env.finish().await;
 }
 
