@@ -40,6 +40,8 @@ text_enum! {
         Merged => "merged",
         /// A deleted contact/lead was restored.
         Restored => "restored",
+        /// A contact was archived for a lead deleted on the platform.
+        Archived => "archived",
         /// Nothing was written (see the reason, e.g. `echo`, `no_change`).
         Skipped => "skipped",
         /// A conflict was decided (see the reason and losing values).

@@ -37,6 +37,18 @@ pub enum DeletionMode {
     SoftDelete,
 }
 
+/// What deleting a lead on the platform does to its contact in HubSpot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlatformDeletion {
+    /// The contact stays (the default): CRM records are deleted by people
+    /// in HubSpot, not as a side effect of the platform.
+    #[default]
+    Keep,
+    /// The contact is archived (HubSpot keeps it restorable for 90 days).
+    Archive,
+}
+
 /// Sync directions switched on or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -74,6 +86,8 @@ pub struct IntegrationSettings {
     pub empty_never_overwrites: bool,
     /// What `contact.deletion` does.
     pub deletion_mode: DeletionMode,
+    /// What deleting a lead on the platform does to its contact.
+    pub platform_deletion: PlatformDeletion,
     /// Whether webhook events are processed for this integration.
     pub webhooks_enabled: bool,
 }

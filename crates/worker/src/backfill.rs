@@ -224,7 +224,7 @@ impl BackfillTotals {
         for (reason, n) in &report.skipped {
             *self.push_skipped.entry(reason.clone()).or_default() += *n as u64;
         }
-        self.calls += (report.upsert_calls + report.update_calls + report.read_calls) as u64;
+        self.calls += report.calls() as u64;
     }
 }
 
@@ -783,7 +783,7 @@ impl Run<'_> {
             })
             .collect();
         let report = process_push_batch(deps, jobs).await?;
-        let calls = (report.upsert_calls + report.update_calls + report.read_calls) as u64;
+        let calls = report.calls() as u64;
         state.calls += calls;
         state.saved.totals.add_push(batch.len(), &report);
         state.saved.position = Position::Leads {

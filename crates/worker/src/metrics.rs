@@ -339,6 +339,7 @@ impl WorkerMetrics {
             ("created", report.created),
             ("linked", report.linked),
             ("updated", report.updated),
+            ("archived", report.archived),
         ] {
             if n > 0 {
                 self.pushed.with_label_values(&[action]).inc_by(n as u64);
@@ -348,6 +349,7 @@ impl WorkerMetrics {
             ("batch_upsert", report.upsert_calls),
             ("batch_update", report.update_calls),
             ("batch_read", report.read_calls),
+            ("batch_archive", report.archive_calls),
         ] {
             if n > 0 {
                 self.push_calls

@@ -43,7 +43,7 @@ use leadsync_hubspot::{Client, Contact, ContactInput, ContactUpdate, HubSpotErro
 use leadsync_queue::PushLeadChange;
 use leadsync_store::audit::{self, AuditAction, AuditEntry, Direction, FieldChange};
 use leadsync_store::dead_letters::{self, DeadLetterKind, NewDeadLetter};
-use leadsync_store::integrations;
+use leadsync_store::integrations::{self, PlatformDeletion};
 use leadsync_store::leads::{self, CrmSyncStatus, SyncDirection, SyncUpdate};
 use leadsync_store::ledger::{self, LedgerEntry, LedgerWrite};
 use leadsync_store::stats::{self, StatsDelta};
@@ -99,6 +99,17 @@ pub struct PushReport {
     pub update_calls: usize,
     /// Batch read calls (linked leads are read before they are updated).
     pub read_calls: usize,
+    /// Contacts archived for leads deleted on the platform.
+    pub archived: usize,
+    /// Batch archive calls.
+    pub archive_calls: usize,
+}
+
+impl PushReport {
+    /// HubSpot calls made, of every kind.
+    pub fn calls(&self) -> usize {
+        self.upsert_calls + self.update_calls + self.read_calls + self.archive_calls
+    }
 }
 
 /// Why a batch must be retried as a whole. Permanent failures never come
@@ -432,21 +443,24 @@ async fn push_integration(
         .into_iter()
         .map(|l| (l.id, l))
         .collect();
+    let archive = integration.settings.platform_deletion == PlatformDeletion::Archive;
     let mut linked = Vec::new();
     let mut unlinked = Vec::new();
+    let mut deleted = Vec::new();
     for id in lead_ids {
         match found.get(&id) {
             None => out.skip(report, "lead_not_found", id, None),
-            Some(lead) if lead.deleted_at.is_some() => {
-                // Deleting contacts is left to people in HubSpot: a soft
-                // delete on the platform does not archive the contact.
-                out.skip(report, "lead_deleted", id, lead.crm_id);
-            }
+            Some(lead) if lead.deleted_at.is_some() => match lead.crm_id {
+                Some(contact) if archive => deleted.push((id, contact)),
+                // By default deleting contacts is left to people in HubSpot.
+                contact => out.skip(report, "lead_deleted", id, contact),
+            },
             Some(lead) if lead.crm_id.is_some() => linked.push(lead.clone()),
             Some(lead) if email_of(lead).is_some() => unlinked.push(lead.clone()),
             Some(_) => out.skip(report, "no_email", id, None),
         }
     }
+    archive_deleted(&ctx, &deleted, out, report).await?;
     let unlinked = without_blocked_emails(&ctx, unlinked, out, report).await?;
     let relinked = create_or_link(&ctx, unlinked, out, report).await?;
     linked.extend(relinked);
@@ -524,6 +538,42 @@ fn input_specific(err: &HubSpotError) -> bool {
 
 fn hubspot_reason(err: &HubSpotError) -> String {
     format!("hubspot_{}", err.code())
+}
+
+/// Archives the contacts of leads deleted on the platform, ≤ 100 per call
+/// (under `platform_deletion = archive`). The lead keeps its link: the
+/// `contact.deletion` webhook that follows is handled like any other, by
+/// the integration's `deletion_mode`.
+async fn archive_deleted(
+    ctx: &Ctx<'_>,
+    deleted: &[(Uuid, ContactId)],
+    out: &mut Outcome,
+    report: &mut PushReport,
+) -> Result<(), OutboundError> {
+    for chunk in deleted.chunks(MAX_BATCH) {
+        let ids: Vec<ContactId> = chunk.iter().map(|(_, contact)| *contact).collect();
+        report.archive_calls += 1;
+        match ctx.deps.hubspot.batch_archive(ctx.portal(), &ids).await {
+            Ok(()) => {
+                for (lead, contact) in chunk {
+                    let entry = out.entry(AuditAction::Archived, *lead, Some(*contact), None);
+                    out.audit.push(entry);
+                    out.delta.to_hubspot(true, 1);
+                    report.archived += 1;
+                }
+            }
+            Err(err) if err.is_retryable() => return Err(err.into()),
+            // HubSpot answers 204 for unknown ids: what fails here fails for
+            // the whole call (scopes, credentials), so every lead keeps it.
+            Err(err) => {
+                let reason = hubspot_reason(&err);
+                for (lead, contact) in chunk {
+                    out.dead_letter(report, *lead, Some(*contact), &reason);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

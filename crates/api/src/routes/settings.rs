@@ -12,7 +12,9 @@ use actix_web::http::header::{self, EntityTag};
 use actix_web::{HttpRequest, HttpResponse, get, put, web};
 use chrono::{DateTime, Utc};
 use leadsync_domain::{ConflictPolicy, LeadField, MappingError};
-use leadsync_store::integrations::{self, DeletionMode, Directions, SettingsVersion};
+use leadsync_store::integrations::{
+    self, DeletionMode, Directions, PlatformDeletion, SettingsVersion,
+};
 use leadsync_store::{Integration, IntegrationSettings};
 use serde::Serialize;
 use serde_json::Value;
@@ -57,6 +59,16 @@ pub enum DeletionModeDoc {
     SoftDelete,
 }
 
+/// What deleting a lead on the platform does to its contact in HubSpot.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlatformDeletionDoc {
+    /// The contact stays (the default).
+    Keep,
+    /// The contact is archived (restorable in HubSpot for 90 days).
+    Archive,
+}
+
 /// Sync directions switched on or off.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 pub struct DirectionsDoc {
@@ -85,6 +97,8 @@ pub struct SettingsDoc {
     pub empty_never_overwrites: bool,
     /// What a `contact.deletion` in HubSpot does to the linked lead.
     pub deletion_mode: DeletionModeDoc,
+    /// What deleting a lead on the platform does to its contact in HubSpot.
+    pub platform_deletion: PlatformDeletionDoc,
     /// Whether webhook events are processed for this integration.
     pub webhooks_enabled: bool,
 }
@@ -99,6 +113,7 @@ impl From<&IntegrationSettings> for SettingsDoc {
             field_mapping,
             empty_never_overwrites,
             deletion_mode,
+            platform_deletion,
             webhooks_enabled,
         } = settings;
         Self {
@@ -119,6 +134,10 @@ impl From<&IntegrationSettings> for SettingsDoc {
             deletion_mode: match deletion_mode {
                 DeletionMode::Unlink => DeletionModeDoc::Unlink,
                 DeletionMode::SoftDelete => DeletionModeDoc::SoftDelete,
+            },
+            platform_deletion: match platform_deletion {
+                PlatformDeletion::Keep => PlatformDeletionDoc::Keep,
+                PlatformDeletion::Archive => PlatformDeletionDoc::Archive,
             },
             webhooks_enabled: *webhooks_enabled,
         }
@@ -357,6 +376,9 @@ pub fn parse_settings(body: Value) -> Result<IntegrationSettings, ApiError> {
         deletion_mode: object
             .take_as::<DeletionMode>("deletion_mode", "deletion_mode")?
             .unwrap_or(defaults.deletion_mode),
+        platform_deletion: object
+            .take_as::<PlatformDeletion>("platform_deletion", "platform_deletion")?
+            .unwrap_or(defaults.platform_deletion),
         webhooks_enabled: object
             .take_as("webhooks_enabled", "webhooks_enabled")?
             .unwrap_or(defaults.webhooks_enabled),
@@ -449,6 +471,7 @@ mod tests {
             "field_mapping": {"phone": "mobilephone"},
             "empty_never_overwrites": true,
             "deletion_mode": "soft_delete",
+            "platform_deletion": "archive",
             "webhooks_enabled": true,
         });
 
@@ -464,6 +487,7 @@ mod tests {
         );
         assert_eq!(settings.field_mapping[&LeadField::Phone], "mobilephone");
         assert_eq!(settings.deletion_mode, DeletionMode::SoftDelete);
+        assert_eq!(settings.platform_deletion, PlatformDeletion::Archive);
         assert_eq!(
             parse_settings(json!({})).unwrap(),
             IntegrationSettings::default()
@@ -486,6 +510,7 @@ mod tests {
                 "directions.sideways",
             ),
             (json!({"directions": 1}), "directions"),
+            (json!({"platform_deletion": "shred"}), "platform_deletion"),
             (
                 json!({"field_policies": {"fist_name": "platform_wins"}}),
                 "field_policies.fist_name",

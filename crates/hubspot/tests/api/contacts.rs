@@ -227,6 +227,44 @@ async fn batch_upsert_by_email_creates_then_updates_in_chunks_of_100() {
 }
 
 #[tokio::test]
+async fn batch_archive_archives_by_id_and_succeeds_again_for_archived_or_unknown_ids() {
+    // Arrange
+    let sim = sim().await;
+    let client = client(&sim);
+    let ids: Vec<ContactId> = ["ann@example.com", "bob@example.com"]
+        .into_iter()
+        .map(|email| {
+            let contact = sim
+                .control()
+                .create_contact(PORTAL, &UserEdit::new([("email", email)]))
+                .expect("contact created");
+            ContactId::new(contact.id)
+        })
+        .collect();
+    sim.control().reset_stats();
+
+    // Act
+    let first = client.batch_archive(portal(), &ids).await;
+    let again = client
+        .batch_archive(portal(), &[ids[0], ContactId::new(777_777_777_777)])
+        .await;
+
+    // Assert
+    first.expect("archive succeeds");
+    again.expect("archiving an archived or unknown contact succeeds");
+    for id in &ids {
+        let record = sim.control().contact(PORTAL, id.get()).expect("kept");
+        assert!(record.archived, "{id} is in the recycle bin");
+    }
+    assert_eq!(
+        sim.control()
+            .stats()
+            .calls("POST /crm/v3/objects/contacts/batch/archive"),
+        2
+    );
+}
+
+#[tokio::test]
 async fn batch_update_writes_by_id_and_reports_unknown_ids() {
     // Arrange
     let sim = sim().await;

@@ -11,7 +11,7 @@ use leadsync_hubspot_sim::{ApiFault, Receiver, SubscriptionSpec, UserEdit};
 use leadsync_queue::InboundEvent;
 use leadsync_store::audit::{self, AuditAction, AuditRecord, Direction};
 use leadsync_store::dead_letters::{self, DeadLetterFilter};
-use leadsync_store::integrations;
+use leadsync_store::integrations::{self, PlatformDeletion};
 use leadsync_store::leads::{self, CrmSyncStatus, SyncDirection};
 use leadsync_store::{Lead, LeadColumn};
 use leadsync_worker::{InboundDeps, OutboundDeps, PushReport, process_batch, process_push_batch};
@@ -658,6 +658,125 @@ async fn an_address_a_privacy_deletion_tombstoned_is_never_sent_again() {
     assert_eq!(report.skipped.get("tombstoned"), Some(&1), "{report:?}");
     assert_eq!(env.sim.control().stats().api_calls, 0);
     assert_eq!(lead(&env, again.id).await.crm_id, None);
+    env.finish().await;
+}
+
+const ARCHIVE: &str = "POST /crm/v3/objects/contacts/batch/archive";
+
+/// A lead pushed and linked to its new contact, then soft-deleted on the
+/// platform under `platform_deletion`.
+async fn deleted_linked_lead(
+    env: &TestEnv,
+    deps: &OutboundDeps,
+    platform_deletion: PlatformDeletion,
+) -> (Uuid, ContactId) {
+    let mut settings = env.integration.settings.clone();
+    settings.platform_deletion = platform_deletion;
+    integrations::update_settings(env.db.store.pool(), env.integration.id, &settings)
+        .await
+        .expect("settings");
+    let created = create_lead(env, &[(LeadColumn::Email, "leaving@example.com")]).await;
+    let first = push(deps, env).await;
+    assert_eq!(first.created, 1, "{first:?}");
+    let contact = lead(env, created.id).await.crm_id.expect("linked");
+    let deleted = leads::delete(env.db.store.pool(), env.integration.id, created.id)
+        .await
+        .expect("delete");
+    assert!(deleted);
+    env.sim.control().reset_stats();
+    (created.id, contact)
+}
+
+#[tokio::test]
+async fn a_lead_deleted_on_the_platform_leaves_its_contact_by_default() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (lead_id, contact_id) = deleted_linked_lead(&env, &deps, PlatformDeletion::Keep).await;
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!(report.skipped.get("lead_deleted"), Some(&1), "{report:?}");
+    assert_eq!(report.archived, 0);
+    assert_eq!(env.sim.control().stats().api_calls, 0);
+    assert!(!contact(&env, contact_id).archived);
+    assert!(has_entry(
+        &outbound_trail(&env, lead_id).await,
+        AuditAction::Skipped,
+        Some("lead_deleted")
+    ));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_lead_deleted_on_the_platform_archives_its_contact_when_so_configured() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (lead_id, contact_id) = deleted_linked_lead(&env, &deps, PlatformDeletion::Archive).await;
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!(
+        (report.archived, report.archive_calls),
+        (1, 1),
+        "{report:?}"
+    );
+    assert!(
+        contact(&env, contact_id).archived,
+        "in HubSpot's recycle bin"
+    );
+    let stats = env.sim.control().stats();
+    assert_eq!(
+        (stats.api_calls, stats.calls(ARCHIVE)),
+        (1, 1),
+        "{:?}",
+        stats.calls_by_endpoint
+    );
+    assert!(has_entry(
+        &outbound_trail(&env, lead_id).await,
+        AuditAction::Archived,
+        None
+    ));
+    assert_eq!(
+        outbox_rows(&env).await.1,
+        0,
+        "archiving writes nothing back to the outbox"
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn an_archive_hubspot_refuses_is_dead_lettered_with_its_reason() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (lead_id, contact_id) = deleted_linked_lead(&env, &deps, PlatformDeletion::Archive).await;
+    env.sim
+        .control()
+        .inject_api_fault(ApiFault::new(403).on(ARCHIVE))
+        .expect("fault injected");
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!(
+        (report.archived, report.dead_lettered),
+        (0, 1),
+        "{report:?}"
+    );
+    assert!(!contact(&env, contact_id).archived);
+    let letters = dead_letters::list(env.db.store.pool(), &DeadLetterFilter::default())
+        .await
+        .expect("dead letters");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].payload["lead_id"], lead_id.to_string());
+    assert_eq!(letters[0].reason, "hubspot_permanent");
     env.finish().await;
 }
 
