@@ -421,3 +421,71 @@ async fn a_lead_whose_push_found_no_contact_reaches_hubspot_once_linked_by_addre
     assert_eq!(lead.fields.get(LeadColumn::FirstName), Some("Grace"));
     world.finish().await;
 }
+
+#[tokio::test]
+async fn a_lead_deleted_through_the_api_archives_its_contact_and_nothing_comes_back() {
+    let settings = leadsync_store::IntegrationSettings {
+        platform_deletion: leadsync_store::integrations::PlatformDeletion::Archive,
+        ..leadsync_store::IntegrationSettings::default()
+    };
+    let world = World::start_with(crate::chain::Options {
+        settings,
+        ..crate::chain::Options::default()
+    })
+    .await;
+    set_up_hubspot(&world).await;
+    let (api, token, api_stop) = start_api(&world).await;
+    let http = reqwest::Client::new();
+    let lead = platform_creates(&world, &[(LeadColumn::Email, "leaving@example.com")]).await;
+    let contact = world
+        .lead_by_id_when(lead.id, "the lead linked to its new contact", |l| {
+            l.crm_id.is_some()
+        })
+        .await
+        .crm_id
+        .expect("linked")
+        .get();
+    settle_both_ways(&world).await;
+
+    // The platform deletes the lead through its API.
+    let deleted = http
+        .delete(format!("{api}/v1/leads/{}", lead.id))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(deleted.status(), reqwest::StatusCode::NO_CONTENT);
+
+    // The contact goes to HubSpot's recycle bin; HubSpot's `contact.deletion`
+    // about it unlinks the deleted lead, and nothing is written again.
+    eventually("the contact archived", async || {
+        let record = world
+            .sim
+            .control()
+            .contact(PORTAL, contact)
+            .map_err(|e| e.to_string())?;
+        if record.archived {
+            Ok(())
+        } else {
+            Err("not archived".to_owned())
+        }
+    })
+    .await;
+    let unlinked = world
+        .lead_by_id_when(lead.id, "the deleted lead unlinked", |l| l.crm_id.is_none())
+        .await;
+    settle_both_ways(&world).await;
+    assert!(unlinked.deleted_at.is_some(), "the lead stays deleted");
+    assert_eq!(world.audited(lead.id, AuditAction::Archived).await, 1);
+    let stats = world.stats();
+    assert_eq!(
+        stats.calls("POST /crm/v3/objects/contacts/batch/archive"),
+        1
+    );
+    assert_eq!(contact_writes(&world), 1, "only the creation's upsert");
+    assert_eq!(world.outbox_backlog().await, 0);
+    assert!(world.dead_letters().await.is_empty());
+
+    api_stop.stop(true).await;
+    world.finish().await;
+}
