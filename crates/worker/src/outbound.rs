@@ -1009,28 +1009,28 @@ fn overwritten_fields(
         let Some(sent) = m.written.get(&entry.property) else {
             continue;
         };
-        // Newest first. Only when the push's own writes are still the latest
-        // versions: a later edit in HubSpot is the inbound side's. Its writes
-        // are those of this app, no older than the lead's change, that hold
-        // the value sent — or, after a retry, the value an earlier try
-        // restored: a retried push re-sends the same upsert (the link and the
-        // restore of the failed try were never committed), and the version
-        // before all of them is still HubSpot's own.
+        // Newest first, and only when the push's own write is still the
+        // newest version: a later edit in HubSpot is the inbound side's.
+        // HubSpot's value is the newest version that is not one of the
+        // push's writes: the value sent, by this app, no older than the
+        // lead's change. A retried push re-sends the same upsert (the failed
+        // try's link was never committed) and HubSpot records no version for
+        // an unchanged value, so the failed try's version must count too.
+        // Versions another app wrote stay HubSpot's (with the app unknown,
+        // any app's write of another value).
         let Some(versions) = contact.properties_with_history.get(&entry.property) else {
             continue;
         };
         let app = ctx.integration.app_id;
         let is_ours = |v: &leadsync_hubspot::PropertyVersion| {
-            v.timestamp.timestamp_millis() >= since_ms && v.written_by_app(app)
+            v.timestamp.timestamp_millis() >= since_ms
+                && v.written_by_app(app)
+                && canonical(field, &v.value) == canonical(field, sent)
         };
-        let newest_is_sent = versions
-            .first()
-            .is_some_and(|v| is_ours(v) && canonical(field, &v.value) == canonical(field, sent));
-        let Some(before) = versions
-            .iter()
-            .find(|v| !is_ours(v))
-            .filter(|_| newest_is_sent)
-        else {
+        if !versions.first().is_some_and(is_ours) {
+            continue;
+        }
+        let Some(before) = versions.iter().find(|v| !is_ours(v)) else {
             continue;
         };
         let value = value_of(&m.lead, field).to_owned();

@@ -742,11 +742,6 @@ async fn a_lead_deleted_on_the_platform_archives_its_contact_when_so_configured(
         AuditAction::Archived,
         None
     ));
-    assert_eq!(
-        outbox_rows(&env).await.1,
-        0,
-        "archiving writes nothing back to the outbox"
-    );
     env.finish().await;
 }
 
@@ -915,6 +910,50 @@ async fn a_push_retried_after_its_upsert_still_gives_back_hubspots_values() {
         Some("Hub"),
         "{again:?}"
     );
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn another_apps_write_before_the_upsert_is_the_value_given_back() {
+    // Arrange: after the rep, another app (its own private-app token) set
+    // the first name; the integration's own app id is unknown.
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (contact_id, lead_id) = rep_contact_and_platform_lead(&env).await;
+    let other = env
+        .sim
+        .control()
+        .add_private_app_token(PORTAL, None)
+        .expect("another app");
+    let other_app = leadsync_hubspot::Client::builder(leadsync_hubspot::ClientConfig::new(
+        env.sim.base_url().parse().expect("valid URL"),
+    ))
+    .build()
+    .expect("client builds");
+    other_app.set_token_source(
+        leadsync_domain::PortalId::new(PORTAL),
+        leadsync_hubspot::TokenSource::PrivateApp(other.token.clone().into()),
+    );
+    other_app
+        .batch_update(
+            leadsync_domain::PortalId::new(PORTAL),
+            &[leadsync_hubspot::ContactUpdate {
+                id: contact_id,
+                properties: BTreeMap::from([("firstname".to_owned(), "Zap".to_owned())]),
+            }],
+        )
+        .await
+        .expect("the other app's write");
+    assert_eq!(env.integration.app_id, None);
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert: the other app's value, not the rep's older one.
+    assert_eq!(report.linked, 1, "{report:?}");
+    assert_eq!(contact(&env, contact_id).get("firstname"), Some("Zap"));
+    let linked = lead(&env, lead_id).await;
+    assert_eq!(linked.fields.get(LeadColumn::FirstName), Some("Zap"));
     env.finish().await;
 }
 
