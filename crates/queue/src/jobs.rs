@@ -99,6 +99,72 @@ impl PushLeadChange {
     }
 }
 
+/// The payload of an outbound dead letter: the lead and the changes of it
+/// that could not be pushed. Replaying it queues those changes again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundLetter {
+    /// The integration the lead belongs to.
+    pub integration_id: Uuid,
+    /// The lead.
+    pub lead_id: Uuid,
+    /// The outbox rows, oldest first as given.
+    #[serde(default)]
+    pub change_ids: Vec<i64>,
+    /// Their operations, in the same order.
+    #[serde(default)]
+    pub operations: Vec<String>,
+    /// When each was committed (epoch milliseconds), in the same order;
+    /// empty in letters recorded before it was kept.
+    #[serde(default)]
+    pub changed_at_ms: Vec<i64>,
+}
+
+impl OutboundLetter {
+    /// The letter of `jobs`, all changes of one lead.
+    pub fn of(integration_id: Uuid, lead_id: Uuid, jobs: &[PushLeadChange]) -> Self {
+        Self {
+            integration_id,
+            lead_id,
+            change_ids: jobs.iter().map(|j| j.change_id).collect(),
+            operations: jobs.iter().map(|j| j.operation.clone()).collect(),
+            changed_at_ms: jobs.iter().map(|j| j.changed_at_ms).collect(),
+        }
+    }
+
+    /// The letter as the JSON stored in `dead_letters.payload`.
+    pub fn to_json(&self) -> serde_json::Value {
+        // Ids, strings and integers: serialising cannot fail.
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// The jobs a replay queues: one per change, each keeping when it was
+    /// committed (`now_ms` where the letter does not say), so the push
+    /// compares HubSpot's history with the change's time, not the replay's.
+    pub fn jobs(&self, now_ms: i64, trace: &HashMap<String, String>) -> Vec<PushLeadChange> {
+        self.change_ids
+            .iter()
+            .enumerate()
+            .map(|(i, change_id)| PushLeadChange {
+                change_id: *change_id,
+                integration_id: self.integration_id,
+                lead_id: self.lead_id,
+                operation: self
+                    .operations
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| "update".to_owned()),
+                changed_at_ms: self
+                    .changed_at_ms
+                    .get(i)
+                    .copied()
+                    .filter(|ms| *ms > 0)
+                    .unwrap_or(now_ms),
+                trace: trace.clone(),
+            })
+            .collect()
+    }
+}
+
 impl QueueJob for PushLeadChange {
     fn task_id(&self) -> String {
         Self::task_id_of(self.change_id)
@@ -108,6 +174,47 @@ impl QueueJob for PushLeadChange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn change(change_id: i64, changed_at_ms: i64) -> PushLeadChange {
+        PushLeadChange {
+            change_id,
+            integration_id: Uuid::nil(),
+            lead_id: Uuid::max(),
+            operation: "update".to_owned(),
+            changed_at_ms,
+            trace: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn an_outbound_letter_replays_its_changes_with_their_commit_times() {
+        // Arrange
+        let letter = OutboundLetter::of(
+            Uuid::nil(),
+            Uuid::max(),
+            &[change(7, 1_000), change(9, 2_000)],
+        );
+        let stored: OutboundLetter = serde_json::from_value(letter.to_json()).expect("round trip");
+
+        // Act
+        let jobs = stored.jobs(99_000, &HashMap::new());
+
+        // Assert
+        assert_eq!(jobs, [change(7, 1_000), change(9, 2_000)]);
+    }
+
+    #[test]
+    fn a_letter_that_kept_no_commit_times_replays_with_the_replays_time() {
+        let older = serde_json::json!({
+            "integration_id": Uuid::nil(),
+            "lead_id": Uuid::max(),
+            "change_ids": [7],
+            "operations": ["update"],
+        });
+        let letter: OutboundLetter = serde_json::from_value(older).expect("older letter");
+
+        assert_eq!(letter.jobs(99_000, &HashMap::new()), [change(7, 99_000)]);
+    }
 
     #[test]
     fn a_lead_change_task_id_is_derived_from_its_outbox_row() {

@@ -19,7 +19,8 @@ pub use error::QueueError;
 pub use inspect::QueueInspector;
 pub use janitor::{Janitor, Sweep, remembered_set, remembered_set_of};
 pub use jobs::{
-    INBOUND_QUEUE, InboundEvent, LEAD_CHANGE_TASK_PREFIX, OUTBOUND_QUEUE, PushLeadChange, QueueJob,
+    INBOUND_QUEUE, InboundEvent, LEAD_CHANGE_TASK_PREFIX, OUTBOUND_QUEUE, OutboundLetter,
+    PushLeadChange, QueueJob,
 };
 pub use promote::Promoter;
 

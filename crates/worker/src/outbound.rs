@@ -40,7 +40,7 @@ use leadsync_domain::{
     ConflictPolicy, ContactId, FieldMapping, LeadField, PortalId, SyncPolicy, ValueHash,
 };
 use leadsync_hubspot::{Client, Contact, ContactInput, ContactUpdate, HubSpotError, MAX_BATCH};
-use leadsync_queue::PushLeadChange;
+use leadsync_queue::{OutboundLetter, PushLeadChange};
 use leadsync_store::audit::{self, AuditAction, AuditEntry, Direction, FieldChange};
 use leadsync_store::dead_letters::{self, DeadLetterKind, NewDeadLetter};
 use leadsync_store::integrations::{self, PlatformDeletion};
@@ -294,12 +294,7 @@ impl Outcome {
             event_key: PushLeadChange::task_id_of(last),
             kind: DeadLetterKind::OutboundChange,
             reason: reason.to_owned(),
-            payload: serde_json::json!({
-                "integration_id": self.integration,
-                "lead_id": lead,
-                "change_ids": jobs.iter().map(|j| j.change_id).collect::<Vec<_>>(),
-                "operations": jobs.iter().map(|j| j.operation.as_str()).collect::<Vec<_>>(),
-            }),
+            payload: OutboundLetter::of(self.integration, lead, &jobs).to_json(),
         });
         let entry = self.entry(AuditAction::DeadLettered, lead, contact, Some(reason));
         self.audit.push(entry);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apalis::prelude::{Attempt, Data};
-use leadsync_queue::PushLeadChange;
+use leadsync_queue::{OutboundLetter, PushLeadChange};
 use leadsync_runtime::config::WorkerSettings;
 use leadsync_runtime::telemetry;
 use leadsync_store::dead_letters::{self, DeadLetterKind, NewDeadLetter};
@@ -352,12 +352,8 @@ async fn dead_letter_last_attempts(
             reason: reason.clone(),
             // The shape of every outbound letter (see `outbound`): what to
             // push again on replay is the lead, not the row.
-            payload: serde_json::json!({
-                "integration_id": job.integration_id,
-                "lead_id": job.lead_id,
-                "change_ids": [job.change_id],
-                "operations": [job.operation],
-            }),
+            payload: OutboundLetter::of(job.integration_id, job.lead_id, std::slice::from_ref(job))
+                .to_json(),
         };
         match dead_letters::record(shared.deps.store.pool(), &letter).await {
             Ok(_) => {

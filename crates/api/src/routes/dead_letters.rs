@@ -27,14 +27,14 @@ use actix_web::{get, post, web};
 use chrono::{DateTime, Utc};
 use leadsync_domain::{EventKey, WebhookEvent};
 use leadsync_queue::{
-    INBOUND_QUEUE, InboundEvent, OUTBOUND_QUEUE, PushLeadChange, PushOutcome, QueueJob,
+    INBOUND_QUEUE, InboundEvent, OUTBOUND_QUEUE, OutboundLetter, PushLeadChange, PushOutcome,
+    QueueJob,
 };
 use leadsync_store::dead_letters::{self, DeadLetter, DeadLetterFilter, DeadLetterKind};
 use leadsync_store::{Integration, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use crate::auth::{Admin, Auth, Read};
 use crate::error::{ApiError, ErrorBody};
@@ -388,59 +388,32 @@ fn inbound_job(
     Ok(Replayed::new(letter, &letter.event_key, job))
 }
 
-/// What the worker records for a lead change it could not push.
-#[derive(Deserialize)]
-struct OutboundPayload {
-    integration_id: Uuid,
-    lead_id: Uuid,
-    #[serde(default)]
-    change_ids: Vec<i64>,
-    #[serde(default)]
-    operations: Vec<String>,
-}
-
 /// The lead-change jobs of an outbound letter: one per change it recorded
 /// (the worker pushes the lead's current state, so they coalesce).
 fn outbound_jobs(
     letter: &DeadLetter,
     integration: &Integration,
 ) -> Result<Vec<Replayed<PushLeadChange>>, ApiError> {
-    let payload: OutboundPayload = serde_json::from_value(letter.payload.clone())
+    let mut payload: OutboundLetter = serde_json::from_value(letter.payload.clone())
         .map_err(|_| unreplayable(letter, "its payload names no lead change"))?;
     if payload.integration_id != integration.id {
         return Err(unreplayable(letter, "it names another integration"));
     }
-    let mut change_ids = payload.change_ids;
-    if change_ids.is_empty()
+    if payload.change_ids.is_empty()
         && let Some(id) = letter
             .event_key
             .strip_prefix(leadsync_queue::LEAD_CHANGE_TASK_PREFIX)
             .and_then(|id| id.parse().ok())
     {
-        change_ids.push(id);
+        payload.change_ids.push(id);
     }
-    if change_ids.is_empty() {
+    if payload.change_ids.is_empty() {
         return Err(unreplayable(letter, "it names no lead change"));
     }
     let trace = leadsync_runtime::telemetry::trace_context_of(&tracing::Span::current());
-    let at = now_ms();
-    Ok(change_ids
-        .iter()
-        .enumerate()
-        .map(|(i, change_id)| {
-            let job = PushLeadChange {
-                change_id: *change_id,
-                integration_id: payload.integration_id,
-                lead_id: payload.lead_id,
-                operation: payload
-                    .operations
-                    .get(i)
-                    .cloned()
-                    .unwrap_or_else(|| "update".to_owned()),
-                changed_at_ms: at,
-                trace: trace.clone(),
-            };
-            Replayed::new(letter, &PushLeadChange::task_id_of(*change_id), job)
-        })
+    Ok(payload
+        .jobs(now_ms(), &trace)
+        .into_iter()
+        .map(|job| Replayed::new(letter, &PushLeadChange::task_id_of(job.change_id), job))
         .collect())
 }
