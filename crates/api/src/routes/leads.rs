@@ -504,8 +504,8 @@ pub async fn update_lead(
     Ok(web::Json(lead.into()))
 }
 
-/// Deletes a lead (a soft delete, pushed to HubSpot like any platform
-/// deletion).
+/// Deletes a lead (a soft delete). Its contact stays in HubSpot unless the
+/// integration's `platform_deletion` is `archive`.
 #[utoipa::path(
     tag = "leads",
     params(("id" = Uuid, Path, description = "The lead's id")),
