@@ -38,6 +38,7 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::contact_event::{self, ContactEvent, ContactEventKind};
+use crate::outbound::hash_of;
 
 /// What the processor needs.
 #[derive(Debug, Clone)]
@@ -1207,6 +1208,35 @@ async fn sync_lead(
     Ok(outcome)
 }
 
+/// How long after a push wrote to a contact that no lead is linked to the
+/// push is taken to be still in flight or retried (see [`awaiting_push`]).
+const PUSH_IN_FLIGHT: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// Whether the contact holds exactly what a push of ours recently wrote to
+/// it while no lead is linked to it: the push matched or created it by
+/// address and has not committed yet (it is in flight, or a try failed
+/// after its upsert and will be retried). The push links the lead itself,
+/// and only it can give HubSpot back the values its upsert overwrote (from
+/// property history, under `hubspot_wins`): linking here would make the
+/// push's values look agreed by both sides and lose HubSpot's.
+fn awaiting_push(ctx: &SyncCtx<'_>, contact: &Contact) -> bool {
+    let now = chrono::Utc::now();
+    let mut written = false;
+    for entry in ctx.mapping.entries() {
+        let Some(last) = ctx.ledger.get(&(contact.id, entry.property.clone())) else {
+            continue;
+        };
+        // The ledger holds values as written, in HubSpot's form.
+        let value = contact.property(&entry.property).unwrap_or("");
+        if last.value_hash != hash_of(entry.field, value) || now - last.written_at > PUSH_IN_FLIGHT
+        {
+            return false;
+        }
+        written = true;
+    }
+    written
+}
+
 /// A contact no lead is linked to: create the lead, or link the live lead
 /// with its address (and then sync its fields).
 async fn create_or_link(
@@ -1216,6 +1246,10 @@ async fn create_or_link(
     key: Option<&str>,
     out: &mut Tally<'_>,
 ) -> Result<ContactOutcome, InboundError> {
+    if awaiting_push(ctx, contact) {
+        out.skip_audited("awaiting_push", ctx.integration, None, contact.id, key);
+        return Ok(ContactOutcome::Skipped("awaiting_push"));
+    }
     let mut fields = LeadFields::default();
     let mut synced = BTreeMap::new();
     let mut changes = BTreeMap::new();

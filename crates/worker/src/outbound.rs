@@ -55,7 +55,7 @@ use crate::tokens::Credentials;
 
 mod decide;
 
-use decide::hash_of;
+pub(crate) use decide::hash_of;
 pub use decide::{HubSpotSide, PlatformSide, PushDecision, canonical, decide_outbound};
 
 /// The custom contact property naming the system that created a contact.

@@ -61,7 +61,7 @@ pub fn canonical(field: LeadField, value: &str) -> String {
 }
 
 /// The fingerprint of a field value in the merge base and the echo ledger.
-pub(super) fn hash_of(field: LeadField, value: &str) -> ValueHash {
+pub(crate) fn hash_of(field: LeadField, value: &str) -> ValueHash {
     ValueHash::of(&canonical(field, value))
 }
 

@@ -914,6 +914,65 @@ async fn a_push_retried_after_its_upsert_still_gives_back_hubspots_values() {
 }
 
 #[tokio::test]
+async fn the_echo_of_an_upsert_whose_push_failed_leaves_the_link_to_the_retried_push() {
+    // Arrange: the upsert lands, every read after it fails until the push
+    // gives up (the client tries 5 times), and HubSpot's webhook about the
+    // upsert's write is processed before the push is retried.
+    let env = TestEnv::new().await;
+    let (client, deps) = outbound(&env).await;
+    let (contact_id, lead_id) = rep_contact_and_platform_lead(&env).await;
+    let jobs = pending_jobs(&env).await;
+    env.sim
+        .control()
+        .inject_api_fault(ApiFault::new(503).on(BATCH_READ).times(5))
+        .expect("fault injected");
+    process_push_batch(&deps, jobs.clone())
+        .await
+        .expect_err("the read fails transiently: the batch is retried");
+    let echo = serde_json::json!({
+        "eventId": 1, "subscriptionId": 1, "portalId": PORTAL, "appId": 1,
+        "occurredAt": now_ms(), "subscriptionType": "contact.propertyChange",
+        "attemptNumber": 0, "objectId": contact_id.get(),
+        "propertyName": "firstname", "propertyValue": "Plat",
+        "changeSource": "INTEGRATION",
+    });
+    let raw = RawValue::from_string(echo.to_string()).expect("JSON");
+    let event = InboundEvent::new(WebhookEvent::from_raw(&raw), now_ms(), HashMap::new(), None);
+    let inbound = process_batch(
+        &InboundDeps {
+            store: env.db.store.clone(),
+            hubspot: client,
+        },
+        vec![event],
+    )
+    .await
+    .expect("inbound batch");
+    assert_eq!(
+        inbound.skipped.get("awaiting_push"),
+        Some(&1),
+        "{inbound:?}"
+    );
+    assert_eq!(
+        lead(&env, lead_id).await.crm_id,
+        None,
+        "not linked by the echo"
+    );
+
+    // Act
+    let report = process_push_batch(&deps, jobs)
+        .await
+        .expect("the retry succeeds");
+
+    // Assert: the retried push linked the lead and gave HubSpot its value back.
+    assert_eq!(report.linked, 1, "{report:?}");
+    assert_eq!(contact(&env, contact_id).get("firstname"), Some("Hub"));
+    let linked = lead(&env, lead_id).await;
+    assert_eq!(linked.crm_id, Some(contact_id));
+    assert_eq!(linked.fields.get(LeadColumn::FirstName), Some("Hub"));
+    env.finish().await;
+}
+
+#[tokio::test]
 async fn another_apps_write_before_the_upsert_is_the_value_given_back() {
     // Arrange: after the rep, another app (its own private-app token) set
     // the first name; the integration's own app id is unknown.
