@@ -67,6 +67,22 @@ pub struct FleetConfig {
     pub seed: u64,
 }
 
+impl FleetConfig {
+    /// A fleet whose simulator sends no webhooks (the load comes from
+    /// elsewhere), under a quota of `quota` calls per 10 s on both sides.
+    pub fn without_webhooks(quota: u32, args: &FleetArgs, seed: u64) -> Self {
+        Self {
+            sim_rate_limit: quota_limit(quota),
+            deliver_webhooks: false,
+            subscriptions: Vec::new(),
+            quota,
+            redis_url: args.redis_url.clone(),
+            extra_settings: args.settings.clone(),
+            seed,
+        }
+    }
+}
+
 /// A running deployment; see the module documentation.
 pub struct Fleet {
     /// The simulator (HubSpot).
@@ -266,6 +282,34 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(replicas)
+    }
+
+    /// Creates the contact property `lead_source_system` with the workers'
+    /// value as an option, as `leadsync setup` does, with a token of its own
+    /// (as an operator running setup would have).
+    pub async fn ensure_source_property(&self) -> anyhow::Result<()> {
+        let client = leadsync_hubspot::Client::builder(leadsync_hubspot::ClientConfig::new(
+            self.sim.base_url().parse().context("simulator URL")?,
+        ))
+        .build()?;
+        let token = self
+            .sim
+            .control()
+            .add_private_app_token(PORTAL, None)
+            .context("a setup token")?
+            .token;
+        client.set_token_source(
+            PortalId::new(PORTAL),
+            leadsync_hubspot::TokenSource::PrivateApp(SecretString::from(token)),
+        );
+        client
+            .ensure_source_property(
+                PortalId::new(PORTAL),
+                &self.settings.hubspot.source_system_value,
+            )
+            .await
+            .context("creating the property lead_source_system in the simulator")?;
+        Ok(())
     }
 
     /// Leads of the integration linked to a contact (not deleted).

@@ -5,6 +5,7 @@ pub mod backlog;
 pub mod fleet;
 pub mod import;
 pub mod ingest;
+pub mod latency;
 pub mod loadgen;
 pub mod platform;
 pub mod stats;

@@ -19,6 +19,8 @@ enum Command {
     Backlog(leadsync_bench::backlog::Options),
     /// 10,000 new leads inserted on the platform, pushed to HubSpot under the API quota.
     Platform(leadsync_bench::platform::Options),
+    /// Single edits each way on an idle system, and the peak memory of the ingester and worker binaries.
+    Latency(leadsync_bench::latency::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,5 +29,6 @@ fn main() -> anyhow::Result<()> {
         Command::Import(options) => leadsync_bench::import::run(&options),
         Command::Backlog(options) => leadsync_bench::backlog::run(&options),
         Command::Platform(options) => leadsync_bench::platform::run(&options),
+        Command::Latency(options) => leadsync_bench::latency::run(&options),
     }
 }

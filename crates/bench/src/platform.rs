@@ -23,9 +23,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use leadsync_domain::PortalId;
-use leadsync_hubspot::{ClientConfig, Property, PropertyOption, TokenSource};
-use secrecy::SecretString;
 
 use crate::fleet::{
     self, Fleet, FleetConfig, PORTAL, Replica, Sampler, fleet_metric, metric_where,
@@ -119,18 +116,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 }
 
 async fn run_once(options: &Options) -> anyhow::Result<PlatformFigures> {
-    let config = FleetConfig {
-        sim_rate_limit: fleet::quota_limit(options.quota),
-        // Only the platform → HubSpot half is measured.
-        deliver_webhooks: false,
-        subscriptions: Vec::new(),
-        quota: options.quota,
-        redis_url: options.fleet.redis_url.clone(),
-        extra_settings: options.fleet.settings.clone(),
-        seed: 11,
-    };
+    // Only the platform → HubSpot half is measured.
+    let config = FleetConfig::without_webhooks(options.quota, &options.fleet, 11);
     Fleet::run(&config, async |fleet| {
-        create_source_property(fleet).await?;
+        fleet.ensure_source_property().await?;
         fleet
             .with_replicas(options.replicas, async |workers| {
                 measure(fleet, workers, options).await
@@ -138,50 +127,6 @@ async fn run_once(options: &Options) -> anyhow::Result<PlatformFigures> {
             .await
     })
     .await
-}
-
-/// Creates the contact property `lead_source_system`, as `leadsync setup`
-/// does, with the value the workers write as an option.
-async fn create_source_property(fleet: &Fleet) -> anyhow::Result<()> {
-    let client = leadsync_hubspot::Client::builder(ClientConfig::new(
-        fleet.sim.base_url().parse().context("simulator URL")?,
-    ))
-    .build()?;
-    // A token of its own, as an operator running `leadsync setup` would have.
-    let token = fleet
-        .sim
-        .control()
-        .add_private_app_token(PORTAL, None)
-        .context("a setup token")?
-        .token;
-    client.set_token_source(
-        PortalId::new(PORTAL),
-        TokenSource::PrivateApp(SecretString::from(token)),
-    );
-    let value = fleet.settings.hubspot.source_system_value.clone();
-    client
-        .create_property(
-            PortalId::new(PORTAL),
-            &Property {
-                name: "lead_source_system".to_owned(),
-                label: "Lead source system".to_owned(),
-                property_type: "enumeration".to_owned(),
-                field_type: "select".to_owned(),
-                group_name: "contactinformation".to_owned(),
-                description: None,
-                options: vec![PropertyOption {
-                    label: value.clone(),
-                    value,
-                    hidden: false,
-                    display_order: None,
-                }],
-                has_unique_value: None,
-                hubspot_defined: None,
-            },
-        )
-        .await
-        .context("creating the property lead_source_system in the simulator")?;
-    Ok(())
 }
 
 /// The platform's bulk insert: one statement, one transaction.
