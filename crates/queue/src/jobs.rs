@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use leadsync_domain::{EventKey, PortalId, WebhookEvent};
+use leadsync_domain::{ContactId, EventKey, PortalId, WebhookEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -87,6 +87,10 @@ pub struct PushLeadChange {
     pub operation: String,
     /// When the change was committed, in epoch milliseconds (for lag metrics).
     pub changed_at_ms: i64,
+    /// The lead's contact when the change was made (`lead_changes.crm_id`):
+    /// how the contact of a lead deleted with SQL is still found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crm_id: Option<ContactId>,
     /// W3C trace context of the relay that queued it.
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     pub trace: HashMap<String, String>,
@@ -117,6 +121,9 @@ pub struct OutboundLetter {
     /// empty in letters recorded before it was kept.
     #[serde(default)]
     pub changed_at_ms: Vec<i64>,
+    /// The lead's contact when the changes were made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crm_id: Option<ContactId>,
 }
 
 impl OutboundLetter {
@@ -128,6 +135,7 @@ impl OutboundLetter {
             change_ids: jobs.iter().map(|j| j.change_id).collect(),
             operations: jobs.iter().map(|j| j.operation.clone()).collect(),
             changed_at_ms: jobs.iter().map(|j| j.changed_at_ms).collect(),
+            crm_id: jobs.iter().find_map(|j| j.crm_id),
         }
     }
 
@@ -159,6 +167,7 @@ impl OutboundLetter {
                     .copied()
                     .filter(|ms| *ms > 0)
                     .unwrap_or(now_ms),
+                crm_id: self.crm_id,
                 trace: trace.clone(),
             })
             .collect()
@@ -182,6 +191,7 @@ mod tests {
             lead_id: Uuid::max(),
             operation: "update".to_owned(),
             changed_at_ms,
+            crm_id: Some(ContactId::new(42)),
             trace: HashMap::new(),
         }
     }
@@ -213,7 +223,13 @@ mod tests {
         });
         let letter: OutboundLetter = serde_json::from_value(older).expect("older letter");
 
-        assert_eq!(letter.jobs(99_000, &HashMap::new()), [change(7, 99_000)]);
+        assert_eq!(
+            letter.jobs(99_000, &HashMap::new()),
+            [PushLeadChange {
+                crm_id: None,
+                ..change(7, 99_000)
+            }]
+        );
     }
 
     #[test]
@@ -225,6 +241,7 @@ mod tests {
             lead_id: Uuid::nil(),
             operation: "update".to_owned(),
             changed_at_ms: 0,
+            crm_id: None,
             trace: HashMap::new(),
         };
 

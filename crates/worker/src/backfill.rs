@@ -779,6 +779,7 @@ impl Run<'_> {
                 // No outbox row: the lead's last change stands for it (what a
                 // restore after an upsert compares HubSpot's history with).
                 changed_at_ms: lead.updated_at.timestamp_millis(),
+                crm_id: lead.crm_id,
                 trace: std::collections::HashMap::new(),
             })
             .collect();

@@ -258,6 +258,16 @@ impl Outcome {
             .unwrap_or_else(|| chrono::Utc::now().timestamp_millis())
     }
 
+    /// The contact a `delete` change of `lead` names (the lead row may be
+    /// gone).
+    fn deleted_contact(&self, lead: Uuid) -> Option<ContactId> {
+        self.changes
+            .get(&lead)?
+            .iter()
+            .filter(|j| j.operation == "delete")
+            .find_map(|j| j.crm_id)
+    }
+
     fn last_change(&self, lead: Uuid) -> Option<i64> {
         self.changes
             .get(&lead)
@@ -444,7 +454,11 @@ async fn push_integration(
     let mut deleted = Vec::new();
     for id in lead_ids {
         match found.get(&id) {
-            None => out.skip(report, "lead_not_found", id, None),
+            // Deleted with SQL: the outbox row kept its contact.
+            None => match out.deleted_contact(id) {
+                Some(contact) if archive => deleted.push((id, contact)),
+                contact => out.skip(report, "lead_not_found", id, contact),
+            },
             Some(lead) if lead.deleted_at.is_some() => match lead.crm_id {
                 Some(contact) if archive => deleted.push((id, contact)),
                 // By default deleting contacts is left to people in HubSpot.

@@ -287,6 +287,7 @@ pub fn push_job(change: &LeadChange, trace: HashMap<String, String>) -> PushLead
         lead_id: change.lead_id,
         operation: change.operation.as_str().to_owned(),
         changed_at_ms: change.created_at.timestamp_millis(),
+        crm_id: change.crm_id,
         trace,
     }
 }

@@ -746,6 +746,34 @@ async fn a_lead_deleted_on_the_platform_archives_its_contact_when_so_configured(
 }
 
 #[tokio::test]
+async fn a_lead_deleted_with_sql_archives_the_contact_its_outbox_row_names() {
+    // Arrange: the row is gone, its outbox row keeps the contact id.
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (lead_id, contact_id) = deleted_linked_lead(&env, &deps, PlatformDeletion::Archive).await;
+    // The soft delete's change is pushed (archived) in another test; here
+    // the row itself goes, as a plain SQL `DELETE` does.
+    let _ = pending_jobs(&env).await;
+    sqlx::query("DELETE FROM leads WHERE id = $1")
+        .bind(lead_id)
+        .execute(env.db.store.pool())
+        .await
+        .expect("hard delete");
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!(
+        (report.archived, report.archive_calls),
+        (1, 1),
+        "{report:?}"
+    );
+    assert!(contact(&env, contact_id).archived);
+    env.finish().await;
+}
+
+#[tokio::test]
 async fn an_archive_hubspot_refuses_is_dead_lettered_with_its_reason() {
     // Arrange
     let env = TestEnv::new().await;
