@@ -459,11 +459,16 @@ async fn push_integration(
                 Some(contact) if archive => deleted.push((id, contact)),
                 contact => out.skip(report, "lead_not_found", id, contact),
             },
-            Some(lead) if lead.deleted_at.is_some() => match lead.crm_id {
-                Some(contact) if archive => deleted.push((id, contact)),
-                // By default deleting contacts is left to people in HubSpot.
-                contact => out.skip(report, "lead_deleted", id, contact),
-            },
+            // A lead HubSpot's deletion webhook unlinked after an archive
+            // whose commit failed is archived (again) by its outbox row's
+            // contact, so that the archive is recorded.
+            Some(lead) if lead.deleted_at.is_some() => {
+                match lead.crm_id.or_else(|| out.deleted_contact(id)) {
+                    Some(contact) if archive => deleted.push((id, contact)),
+                    // By default deleting contacts is left to people in HubSpot.
+                    contact => out.skip(report, "lead_deleted", id, contact),
+                }
+            }
             Some(lead) if lead.crm_id.is_some() => linked.push(lead.clone()),
             Some(lead) if email_of(lead).is_some() => unlinked.push(lead.clone()),
             Some(_) => out.skip(report, "no_email", id, None),

@@ -774,6 +774,32 @@ async fn a_lead_deleted_with_sql_archives_the_contact_its_outbox_row_names() {
 }
 
 #[tokio::test]
+async fn a_deleted_lead_unlinked_before_its_push_still_has_its_archive_recorded() {
+    // Arrange: as when an archive's commit failed and HubSpot's deletion
+    // webhook unlinked the lead before the retry.
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (lead_id, contact_id) = deleted_linked_lead(&env, &deps, PlatformDeletion::Archive).await;
+    leads::unlink(env.db.store.pool(), env.integration.id, contact_id)
+        .await
+        .expect("unlink")
+        .expect("the lead was linked");
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!(report.archived, 1, "{report:?}");
+    assert!(contact(&env, contact_id).archived);
+    assert!(has_entry(
+        &outbound_trail(&env, lead_id).await,
+        AuditAction::Archived,
+        None
+    ));
+    env.finish().await;
+}
+
+#[tokio::test]
 async fn an_archive_hubspot_refuses_is_dead_lettered_with_its_reason() {
     // Arrange
     let env = TestEnv::new().await;
