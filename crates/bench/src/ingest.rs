@@ -108,8 +108,16 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     );
     let result = client.block_on(measure(options, &settings));
     client.block_on(async {
-        if let Ok(mut q) = QueueInspector::connect(&settings.redis).await {
-            let _ = q.purge().await;
+        let purged = match QueueInspector::connect(&settings.redis).await {
+            Ok(mut q) => q.purge().await,
+            Err(e) => Err(e),
+        };
+        // Left behind, the run's keys slow every later SCAN of this Redis.
+        if let Err(e) = purged {
+            eprintln!(
+                "warning: the run's Redis keys (prefix {}) were not deleted: {e}",
+                settings.redis.key_prefix
+            );
         }
     });
     result

@@ -687,6 +687,19 @@ async fn deleted_linked_lead(
     (created.id, contact)
 }
 
+/// The contact is in HubSpot's recycle bin and the lead's trail says so.
+async fn assert_archived(env: &TestEnv, lead_id: Uuid, contact_id: ContactId) {
+    assert!(
+        contact(env, contact_id).archived,
+        "in HubSpot's recycle bin"
+    );
+    assert!(has_entry(
+        &outbound_trail(env, lead_id).await,
+        AuditAction::Archived,
+        None
+    ));
+}
+
 #[tokio::test]
 async fn a_lead_deleted_on_the_platform_leaves_its_contact_by_default() {
     // Arrange
@@ -726,10 +739,7 @@ async fn a_lead_deleted_on_the_platform_archives_its_contact_when_so_configured(
         (1, 1),
         "{report:?}"
     );
-    assert!(
-        contact(&env, contact_id).archived,
-        "in HubSpot's recycle bin"
-    );
+    assert_archived(&env, lead_id, contact_id).await;
     let stats = env.sim.control().stats();
     assert_eq!(
         (stats.api_calls, stats.calls(ARCHIVE)),
@@ -737,11 +747,6 @@ async fn a_lead_deleted_on_the_platform_archives_its_contact_when_so_configured(
         "{:?}",
         stats.calls_by_endpoint
     );
-    assert!(has_entry(
-        &outbound_trail(&env, lead_id).await,
-        AuditAction::Archived,
-        None
-    ));
     env.finish().await;
 }
 
@@ -769,7 +774,7 @@ async fn a_lead_deleted_with_sql_archives_the_contact_its_outbox_row_names() {
         (1, 1),
         "{report:?}"
     );
-    assert!(contact(&env, contact_id).archived);
+    assert_archived(&env, lead_id, contact_id).await;
     env.finish().await;
 }
 
@@ -790,12 +795,7 @@ async fn a_deleted_lead_unlinked_before_its_push_still_has_its_archive_recorded(
 
     // Assert
     assert_eq!(report.archived, 1, "{report:?}");
-    assert!(contact(&env, contact_id).archived);
-    assert!(has_entry(
-        &outbound_trail(&env, lead_id).await,
-        AuditAction::Archived,
-        None
-    ));
+    assert_archived(&env, lead_id, contact_id).await;
     env.finish().await;
 }
 
