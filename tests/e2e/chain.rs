@@ -534,22 +534,12 @@ impl World {
         }
         sim.stop().await;
         let own = format!("{}:", settings.redis.key_prefix);
-        let pattern = format!("{own}*");
-        let test_keys: Vec<String> = {
-            let mut scan = redis.clone();
-            let mut iter = scan
-                .scan_match::<_, String>(&pattern)
-                .await
-                .expect("Redis answers");
-            let mut test_keys = Vec::new();
-            while let Some(key) = futures::StreamExt::next(&mut iter).await {
-                test_keys.push(key.expect("Redis answers"));
-            }
-            test_keys
-        };
-        for chunk in test_keys.chunks(500) {
-            let _: () = redis.del(chunk).await.expect("Redis answers");
-        }
+        leadsync_queue::QueueInspector::connect(&settings.redis)
+            .await
+            .expect("Redis answers")
+            .purge()
+            .await
+            .expect("Redis answers");
         // apalis-redis lists every queue a worker registered on, outside
         // any prefix.
         let queues: Vec<String> = redis
@@ -590,12 +580,26 @@ impl Drop for RedisKeys {
             let Ok(mut conn) = redis::Client::open(url).and_then(|c| c.get_connection()) else {
                 return;
             };
-            let keys: Vec<String> = match conn.scan_match::<_, String>(&pattern) {
-                Ok(iter) => iter.filter_map(Result::ok).collect(),
-                Err(_) => return,
-            };
-            for chunk in keys.chunks(500) {
-                let _: redis::RedisResult<()> = conn.del(chunk);
+            // Pages of 1,000: SCAN's default of 10 crawls through a large keyspace.
+            let mut cursor: u64 = 0;
+            loop {
+                let Ok((next, keys)) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query::<(u64, Vec<String>)>(&mut conn)
+                else {
+                    return;
+                };
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<()> = conn.del(&keys);
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
             let queues: Vec<String> = conn.zrange(APALIS_QUEUES, 0, -1).unwrap_or_default();
             let ours: Vec<&String> = queues.iter().filter(|q| q.starts_with(&own)).collect();
