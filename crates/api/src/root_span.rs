@@ -4,8 +4,6 @@
 //! id, status — and, once known, `integration.id` (from the token) and
 //! `lead.id` (from the path). Never the token, a body or personal data.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
@@ -15,23 +13,6 @@ use tracing::field::Empty;
 
 use crate::auth::CallerId;
 use crate::startup::AppState;
-
-/// Per-process request ids: a random prefix fixed at start-up and a counter,
-/// unique across replicas without a syscall per request.
-fn next_request_id() -> String {
-    static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-            ^ std::process::id().rotate_left(16)
-    });
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{:08x}-{:x}",
-        *PREFIX,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// Runs each request inside span `api.request` (exported as
 /// `{METHOD} {route}`) and counts it by route and status.
@@ -43,7 +24,7 @@ pub async fn observe(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().clone();
-    let request_id = next_request_id();
+    let request_id = leadsync_runtime::telemetry::next_request_id();
     let span = tracing::info_span!(
         "api.request",
         otel.name = %format_args!("{method} {route}"),

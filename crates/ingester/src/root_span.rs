@@ -7,8 +7,6 @@
 //! route, request id, status — plus the webhook's own fields, which the
 //! handler records on the same span, so a request is exactly one span.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
@@ -17,23 +15,6 @@ use tracing::Instrument as _;
 use tracing::field::Empty;
 
 use crate::AppState;
-
-/// Per-process request ids: a random prefix fixed at start-up and a counter,
-/// unique across replicas without a syscall per request.
-fn next_request_id() -> String {
-    static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-            ^ std::process::id().rotate_left(16)
-    });
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{:08x}-{:x}",
-        *PREFIX,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// Runs each request inside span `http.request` (exported with `otel.name`
 /// `webhook.receive`, `health` or `metrics`) and counts it by route and status.
@@ -55,7 +36,7 @@ pub async fn observe(
         otel.kind = "server",
         http.method = %req.method(),
         http.route = route.as_str(),
-        request_id = %next_request_id(),
+        request_id = %leadsync_runtime::telemetry::next_request_id(),
         http.status_code = Empty,
         otel.status_code = Empty,
         exception.message = Empty,

@@ -158,6 +158,25 @@ pub fn init_for_tests() {
     });
 }
 
+/// A request id for an HTTP server's root span: a prefix drawn once per
+/// process and a counter, unique across replicas without a syscall per
+/// request.
+pub fn next_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            ^ std::process::id().rotate_left(16)
+    });
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{:08x}-{:x}",
+        *PREFIX,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// The W3C trace context of `span` (`traceparent`, and `tracestate` when set),
 /// ready to travel inside a job. Empty when no trace is being recorded.
 pub fn trace_context_of(span: &tracing::Span) -> HashMap<String, String> {
@@ -186,5 +205,20 @@ pub fn link_trace(span: &tracing::Span, carrier: &HashMap<String, String>) {
     let linked = context.span().span_context().clone();
     if linked.is_valid() {
         span.add_link(linked);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_request_id;
+
+    #[test]
+    fn request_ids_share_the_process_prefix_and_never_repeat() {
+        let (a, b) = (next_request_id(), next_request_id());
+        assert_ne!(a, b);
+        assert_eq!(
+            a.split_once('-').map(|p| p.0),
+            b.split_once('-').map(|p| p.0)
+        );
     }
 }
