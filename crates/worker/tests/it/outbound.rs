@@ -88,6 +88,25 @@ async fn outbound_trail(env: &TestEnv, lead: Uuid) -> Vec<AuditRecord> {
         .collect()
 }
 
+/// The `(losing, after)` values of `field` in the lead's outbound conflict
+/// decided for `reason`.
+async fn conflict_of(
+    env: &TestEnv,
+    lead: Uuid,
+    reason: &str,
+    field: &str,
+) -> (Option<String>, Option<String>) {
+    let trail = outbound_trail(env, lead).await;
+    let conflict = trail
+        .iter()
+        .find(|r| {
+            r.entry.action == AuditAction::Conflict && r.entry.reason.as_deref() == Some(reason)
+        })
+        .unwrap_or_else(|| panic!("a {reason} conflict is audited: {trail:#?}"));
+    let change = &conflict.entry.changes[field];
+    (change.losing_value.clone(), change.after.clone())
+}
+
 fn has_entry(trail: &[AuditRecord], action: AuditAction, reason: Option<&str>) -> bool {
     trail
         .iter()
@@ -461,14 +480,10 @@ async fn a_field_changed_on_both_sides_keeps_hubspots_value_under_hubspot_wins()
     assert_eq!(after.get("firstname"), Some("Maria"));
     assert_eq!(after.get("company"), Some("Jackson Labs"));
     assert_eq!(env.sim.control().stats().calls(UPDATE), 1);
-    let trail = outbound_trail(&env, created.id).await;
-    let conflict = trail
-        .iter()
-        .find(|r| r.entry.reason.as_deref() == Some("conflict_hubspot_wins"))
-        .expect("the conflict is audited");
-    let change = &conflict.entry.changes["first_name"];
-    assert_eq!(change.losing_value.as_deref(), Some("Marie"));
-    assert_eq!(change.after.as_deref(), Some("Maria"));
+    assert_eq!(
+        conflict_of(&env, created.id, "conflict_hubspot_wins", "first_name").await,
+        (Some("Marie".to_owned()), Some("Maria".to_owned()))
+    );
     env.finish().await;
 }
 
@@ -508,19 +523,8 @@ async fn under_platform_wins_the_platform_value_overwrites_hubspots() {
     // Assert
     assert_eq!(report.updated, 1, "{report:?}");
     assert_eq!(contact(&env, contact_id).get("firstname"), Some("Alan M."));
-    let trail = outbound_trail(&env, created.id).await;
-    let conflict = trail
-        .iter()
-        .find(|r| r.entry.action == AuditAction::Conflict)
-        .expect("the conflict is audited");
-    assert_eq!(
-        conflict.entry.reason.as_deref(),
-        Some("conflict_platform_wins")
-    );
-    assert_eq!(
-        conflict.entry.changes["first_name"].losing_value.as_deref(),
-        Some("Al")
-    );
+    let (losing, _) = conflict_of(&env, created.id, "conflict_platform_wins", "first_name").await;
+    assert_eq!(losing.as_deref(), Some("Al"));
     env.finish().await;
 }
 
@@ -904,17 +908,10 @@ async fn an_upsert_matching_an_unlinked_contact_gives_back_hubspots_values_under
         (1, 0),
         "the restored value reaches the lead as a change from HubSpot"
     );
-    let trail = outbound_trail(&env, lead_id).await;
-    let conflict = trail
-        .iter()
-        .find(|r| {
-            r.entry.action == AuditAction::Conflict
-                && r.entry.reason.as_deref() == Some("conflict_hubspot_wins")
-        })
-        .expect("the conflict is audited");
-    let change = &conflict.entry.changes["first_name"];
-    assert_eq!(change.losing_value.as_deref(), Some("Plat"));
-    assert_eq!(change.after.as_deref(), Some("Hub"));
+    assert_eq!(
+        conflict_of(&env, lead_id, "conflict_hubspot_wins", "first_name").await,
+        (Some("Plat".to_owned()), Some("Hub".to_owned()))
+    );
     env.finish().await;
 }
 
