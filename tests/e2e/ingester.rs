@@ -261,6 +261,37 @@ async fn the_per_integration_url_is_verified_with_its_own_path_and_recorded() {
 }
 
 #[tokio::test]
+async fn a_target_url_with_a_query_is_verified_on_hubspots_decoded_form() {
+    // Arrange: a target URL whose query carries escapes. HubSpot signs the
+    // URL with `%3A %2F %28 %29` decoded and `%20` kept.
+    let mut app = TestIngester::spawn("").await;
+    let body = batch(41, 1, 1);
+    let sent = "/webhooks/hubspot?src=hs%3Aapp%2Fv3&x=%28a%29&q=a%20b";
+    let decoded = "/webhooks/hubspot?src=hs:app/v3&x=(a)&q=a%20b";
+
+    // Act
+    let signed_decoded = v3_post(&app.http, &app.address, sent, decoded, &body)
+        .send()
+        .await
+        .unwrap();
+    let signed_as_sent = v3_post(&app.http, &app.address, sent, sent, &body)
+        .send()
+        .await
+        .unwrap();
+    let without_query = v3_post(&app.http, &app.address, sent, PATH, &body)
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(signed_decoded.status(), 200);
+    assert_eq!(signed_as_sent.status(), 401);
+    assert_eq!(without_query.status(), 401);
+    assert_eq!(app.jobs().await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn v1_alone_is_accepted_unless_v3_is_required() {
     // Arrange
     let mut lenient = TestIngester::spawn("").await;

@@ -115,7 +115,9 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGTERM/SIGINT, then finishes in-flight requests.
+    /// Serves until a signal: on SIGTERM (what Kubernetes and `docker stop`
+    /// send) it stops accepting and finishes in-flight requests first; on
+    /// SIGINT or SIGQUIT it stops at once.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }

@@ -32,8 +32,12 @@ fn secrets(s: &str) -> WebhookSecrets {
 /// Every published and generated vector verifies, and our signer reproduces it.
 #[test]
 fn every_known_answer_vector_verifies() {
-    let vectors: Vectors = serde_json::from_str(FIXTURE).expect("fixture parses");
-    assert!(vectors.vectors.len() >= 10, "the fixture lost vectors");
+    check_vectors(FIXTURE);
+}
+
+fn check_vectors(text: &str) {
+    let vectors: Vectors = serde_json::from_str(text).expect("vectors parse");
+    assert!(vectors.vectors.len() >= 10, "the vectors file lost vectors");
     for v in &vectors.vectors {
         let method = v.method.as_deref().unwrap_or("POST");
         let uri = v.uri.as_deref().unwrap_or("https://example.com/");
@@ -93,13 +97,15 @@ fn every_known_answer_vector_verifies() {
     }
 }
 
-/// The fixture is the project's copy of the shared vectors; when the shared
-/// file is present beside the checkout, the two must not drift apart.
+/// The fixture is the project's copy of the shared vectors (a clone on its
+/// own has only the copy). When the shared file is present beside the
+/// checkout, its vectors verify too, and the two files must not drift apart.
 #[test]
-fn fixture_matches_shared_vectors_when_present() {
+fn shared_vectors_verify_and_match_the_fixture_when_present() {
     let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/docs/signature_vectors.json");
     if let Ok(text) = std::fs::read_to_string(&shared) {
+        check_vectors(&text);
         let a: serde_json::Value = serde_json::from_str(&text).unwrap();
         let b: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
         assert_eq!(a, b, "{} differs from the fixture", shared.display());
@@ -202,6 +208,27 @@ fn rotation_accepts_any_configured_secret_and_policy_can_require_v3() {
     };
     assert_eq!(req(strict).unwrap_err(), SignatureError::V3Required);
     assert!(WebhookSecrets::new(vec![SecretString::from(String::new())]).is_none());
+
+    // v3 signed with either secret verifies during the rotation, even when
+    // v3 is required; a secret no longer configured does not.
+    let v3 = |secret: &str| sign_v3(secret, "POST", "https://e.com/h", &body, "5000");
+    let (old, new, gone) = (v3("old"), v3("new"), v3("retired"));
+    let req_v3 = |sig: &str| {
+        UnverifiedRequest {
+            method: "POST",
+            uri: "https://e.com/h",
+            body: body.clone(),
+            headers: SignatureHeaders {
+                signature_v3: Some(sig),
+                timestamp: Some("5000"),
+                ..Default::default()
+            },
+        }
+        .verify(&both, strict, 5000)
+    };
+    assert_eq!(req_v3(&old).unwrap().version(), SignatureVersion::V3);
+    assert_eq!(req_v3(&new).unwrap().version(), SignatureVersion::V3);
+    assert_eq!(req_v3(&gone).unwrap_err(), SignatureError::Mismatch);
 }
 
 #[test]
@@ -283,5 +310,30 @@ proptest! {
             }.verify(&keys, wide, ts);
             prop_assert!(res.is_err(), "mutation of {:?} still verified", part);
         }
+    }
+
+    /// A timestamp changed into another valid one inside the accepted window
+    /// (one digit replaced by another) fails on the HMAC, not on parsing.
+    #[test]
+    fn v3_another_timestamp_in_the_window_fails(
+        ts in 1_600_000_000_000i64..1_900_000_000_000i64,
+        position in 8usize..13,
+        delta in 1u8..=9,
+    ) {
+        let uri = "https://hooks.example.com/webhooks/hubspot";
+        let body = Bytes::from_static(b"[]");
+        let original = ts.to_string();
+        let sig = sign_v3("s", "POST", uri, &body, &original);
+        let mut digits = original.into_bytes();
+        digits[position] = b'0' + (digits[position] - b'0' + delta) % 10;
+        let changed = String::from_utf8(digits).expect("digits");
+        let changed_ms: i64 = changed.parse().expect("still a number");
+        // Digits 8..13 of a 13-digit millisecond time move it by under 100 s.
+        prop_assert!((changed_ms - ts).abs() < 100_000);
+        let res = UnverifiedRequest {
+            method: "POST", uri, body,
+            headers: SignatureHeaders { signature_v3: Some(&sig), timestamp: Some(&changed), ..Default::default() },
+        }.verify(&secrets("s"), SignaturePolicy::default(), ts);
+        prop_assert_eq!(res.unwrap_err(), SignatureError::Mismatch);
     }
 }
