@@ -86,9 +86,11 @@ pub enum Command {
         /// The integration's name.
         #[arg(long)]
         integration: String,
-        /// The HubSpot account (portal) id.
+        /// The HubSpot account (portal) id you expect the token to belong to.
+        /// HubSpot is asked which account it belongs to; a different one is
+        /// refused. Needed only if HubSpot will not say (403).
         #[arg(long)]
-        portal: u64,
+        portal: Option<u64>,
     },
 }
 
@@ -128,7 +130,7 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
             let token = read_token(stdin.lock())?;
             println!(
                 "{}",
-                private_app(settings, &integration, PortalId::new(portal), token).await?
+                private_app(settings, &integration, portal.map(PortalId::new), token).await?
             );
         }
     }
@@ -338,35 +340,41 @@ pub fn read_code(input: impl BufRead) -> anyhow::Result<SecretString> {
     )
 }
 
-/// `connect private-app`: checks the token with one cheap read (the first
-/// contact id of the account) and stores it encrypted. A token HubSpot
-/// refuses stores nothing.
+/// `connect private-app`: asks HubSpot which account the token belongs to
+/// (`GET /account-info/v3/details`), checks the token with one cheap read
+/// (the first contact id of the account) and stores it encrypted. A token
+/// HubSpot refuses stores nothing.
 ///
-/// HubSpot has no call that names the account of a private-app token, so
-/// `portal` is taken as given: a wrong one shows as webhook events of an
-/// unknown portal (dead-lettered as `unknown_portal`).
+/// `portal`, when given, must be the account HubSpot names: a token of
+/// another account is refused, since its webhooks would be dead-lettered as
+/// an unknown portal and its writes would go to the other account. When
+/// HubSpot will not name the account (403 for this call), `portal` is
+/// required and taken as given.
 ///
 /// # Errors
-/// A refused token, a token without contact read access, an account
-/// connected under another name or through OAuth, missing configuration.
+/// A refused token, a token of another account than `portal`, a token
+/// without contact read access, an account connected under another name or
+/// through OAuth, missing configuration.
 pub async fn private_app(
     settings: &Settings,
     integration: &str,
-    portal: PortalId,
+    portal: Option<PortalId>,
     token: SecretString,
 ) -> anyhow::Result<Connected> {
     check_name(integration)?;
-    anyhow::ensure!(portal.get() > 0, "--portal must be a HubSpot account id");
+    anyhow::ensure!(
+        portal.is_none_or(|p| p.get() > 0),
+        "--portal must be a HubSpot account id"
+    );
     let cipher = cipher(settings)?;
     let client = Client::builder(client_config(settings)?).build()?;
+    let portal = token_account(&client, &token, portal).await?;
     client.set_token_source(portal, TokenSource::PrivateApp(token.clone()));
     client
         .list_contacts(portal, None, 1, &["hs_object_id"])
         .await
         .map_err(|e| match e {
-            HubSpotError::Unauthorized { .. } | HubSpotError::TokenExpired => anyhow::anyhow!(
-                "HubSpot refused the private-app token (401): check that it was copied whole and that the private app is still installed; nothing was stored"
-            ),
+            HubSpotError::Unauthorized { .. } | HubSpotError::TokenExpired => refused_token(),
             HubSpotError::Permanent { status: 403, .. } => anyhow::anyhow!(
                 "HubSpot accepted the token but refused to list contacts (403): give the private app the scopes crm.objects.contacts.read and .write, crm.schemas.contacts.read and .write; nothing was stored"
             ),
@@ -392,6 +400,43 @@ pub async fn private_app(
     .await;
     store.close().await;
     result
+}
+
+fn refused_token() -> anyhow::Error {
+    anyhow::anyhow!(
+        "HubSpot refused the private-app token (401): check that it was copied whole and that the private app is still installed; nothing was stored"
+    )
+}
+
+/// The account `token` belongs to, as HubSpot names it, checked against the
+/// operator's `expected` one.
+async fn token_account(
+    client: &Client,
+    token: &SecretString,
+    expected: Option<PortalId>,
+) -> anyhow::Result<PortalId> {
+    match client.account_details(token).await {
+        Ok(details) => {
+            if let Some(expected) = expected {
+                anyhow::ensure!(
+                    expected == details.portal,
+                    "the token belongs to HubSpot account {}, not to --portal {expected}; nothing was stored",
+                    details.portal
+                );
+            }
+            Ok(details.portal)
+        }
+        Err(HubSpotError::Unauthorized { .. } | HubSpotError::TokenExpired) => {
+            Err(refused_token())
+        }
+        Err(HubSpotError::Permanent { status: 403, .. }) => expected.ok_or_else(|| {
+            anyhow::anyhow!(
+                "HubSpot would not say which account the token belongs to (403 on the account details): pass --portal with the account id; nothing was stored"
+            )
+        }),
+        Err(other) => Err(anyhow::Error::new(other)
+            .context("asking HubSpot which account the token belongs to; nothing was stored")),
+    }
 }
 
 /// Who is being connected.

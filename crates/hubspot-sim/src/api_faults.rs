@@ -23,8 +23,9 @@ pub struct ApiFault {
     /// The HTTP status: 400–599, except 429 (the rate limits serve those).
     pub status: u16,
     /// Only calls of this endpoint, keyed as in `SimStats::calls_by_endpoint`
-    /// (e.g. `"POST /crm/v3/objects/contacts/batch/read"`); `None`: every
-    /// CRM endpoint (contacts and properties).
+    /// (e.g. `"POST /crm/v3/objects/contacts/batch/read"`, or
+    /// `"GET /account-info/v3/details"`); `None`: every CRM endpoint
+    /// (contacts and properties).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Only calls authenticated for this portal; `None`: any portal.
@@ -100,10 +101,10 @@ impl ApiFault {
             ));
         }
         if let Some(endpoint) = &self.endpoint
-            && Endpoint::crm(endpoint).is_none()
+            && Endpoint::gated(endpoint).is_none()
         {
             return Err(format!(
-                "endpoint must be a CRM endpoint key such as \"POST /crm/v3/objects/contacts/batch/read\", got {endpoint:?}"
+                "endpoint must be a CRM or account endpoint key such as \"POST /crm/v3/objects/contacts/batch/read\", got {endpoint:?}"
             ));
         }
         if self.times == Some(0) {
@@ -115,7 +116,7 @@ impl ApiFault {
     fn matches(&self, endpoint: Endpoint, portal_id: u64) -> bool {
         self.endpoint
             .as_deref()
-            .is_none_or(|e| e == endpoint.as_str())
+            .map_or(endpoint.is_crm(), |e| e == endpoint.as_str())
             && self.portal_id.is_none_or(|p| p == portal_id)
     }
 

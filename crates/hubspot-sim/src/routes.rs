@@ -1,6 +1,7 @@
 //! HTTP routes. Every HubSpot API handler goes through [`gate`] (count,
 //! authenticate, rate-limit) and [`finish`] (rate-limit headers, error bodies).
 
+pub(crate) mod account;
 pub(crate) mod contacts;
 pub(crate) mod control;
 pub(crate) mod oauth;
@@ -37,6 +38,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
     webhooks::configure(cfg);
     properties::configure(cfg);
     contacts::configure(cfg);
+    account::configure(cfg);
 }
 
 /// The default service: an unknown path.

@@ -28,6 +28,7 @@ pub(crate) enum Endpoint {
     PropertiesGet,
     PropertiesUpdate,
     PropertiesArchive,
+    AccountDetails,
     OAuthToken,
     OAuthAccessTokenInfo,
     OAuthRefreshTokenInfo,
@@ -44,7 +45,7 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
-    const ALL: [Self; 31] = [
+    const ALL: [Self; 32] = [
         Self::ContactsList,
         Self::ContactsCreate,
         Self::ContactsGet,
@@ -63,6 +64,7 @@ impl Endpoint {
         Self::PropertiesGet,
         Self::PropertiesUpdate,
         Self::PropertiesArchive,
+        Self::AccountDetails,
         Self::OAuthToken,
         Self::OAuthAccessTokenInfo,
         Self::OAuthRefreshTokenInfo,
@@ -78,12 +80,17 @@ impl Endpoint {
         Self::SubscriptionsBatchUpdate,
     ];
 
-    /// The CRM endpoint (contacts or properties: the calls that pass the
-    /// API gate) whose key is `key`.
-    pub(crate) fn crm(key: &str) -> Option<Self> {
+    /// The API endpoint (contacts, properties or account details: the calls
+    /// that pass the API gate) whose key is `key`.
+    pub(crate) fn gated(key: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
-            .find(|e| e.as_str() == key && key.contains(" /crm/"))
+            .find(|e| e.as_str() == key && (e.is_crm() || *e == Self::AccountDetails))
+    }
+
+    /// A contacts or properties endpoint.
+    pub(crate) fn is_crm(self) -> bool {
+        self.as_str().contains(" /crm/")
     }
 
     /// The key in [`SimStats::calls_by_endpoint`].
@@ -107,6 +114,7 @@ impl Endpoint {
             Self::PropertiesGet => "GET /crm/v3/properties/contacts/{propertyName}",
             Self::PropertiesUpdate => "PATCH /crm/v3/properties/contacts/{propertyName}",
             Self::PropertiesArchive => "DELETE /crm/v3/properties/contacts/{propertyName}",
+            Self::AccountDetails => "GET /account-info/v3/details",
             Self::OAuthToken => "POST /oauth/v1/token",
             Self::OAuthAccessTokenInfo => "GET /oauth/v1/access-tokens/{token}",
             Self::OAuthRefreshTokenInfo => "GET /oauth/v1/refresh-tokens/{token}",

@@ -1,6 +1,7 @@
 //! The HubSpot API client: one `reqwest` client, an injectable base URL, per-portal
 //! credentials, the fleet-wide limiter before every call, and retries with backoff.
 
+mod account;
 mod contacts;
 mod properties;
 mod webhooks;
@@ -20,6 +21,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 use url::Url;
 
+pub use account::AccountDetails;
 pub use contacts::{
     BatchError, BatchRead, Contact, ContactInput, ContactUpdate, ListPage, PropertyVersion,
     SearchPage, UpsertResult,
@@ -193,6 +195,7 @@ pub(crate) enum Operation {
     ExchangeCode,
     RefreshToken,
     AccessTokenInfo,
+    AccountDetails,
     GetWebhookSettings,
     PutWebhookSettings,
     ListSubscriptions,
@@ -217,6 +220,7 @@ impl Operation {
             Self::ExchangeCode => "exchange_code",
             Self::RefreshToken => "refresh_token",
             Self::AccessTokenInfo => "access_token_info",
+            Self::AccountDetails => "account_details",
             Self::GetWebhookSettings => "get_webhook_settings",
             Self::PutWebhookSettings => "put_webhook_settings",
             Self::ListSubscriptions => "list_subscriptions",
@@ -254,6 +258,7 @@ impl Operation {
             Self::ExchangeCode => span!("hubspot.exchange_code"),
             Self::RefreshToken => span!("hubspot.refresh_token"),
             Self::AccessTokenInfo => span!("hubspot.access_token_info"),
+            Self::AccountDetails => span!("hubspot.account_details"),
             Self::GetWebhookSettings => span!("hubspot.get_webhook_settings"),
             Self::PutWebhookSettings => span!("hubspot.put_webhook_settings"),
             Self::ListSubscriptions => span!("hubspot.list_subscriptions"),
@@ -277,6 +282,9 @@ pub(crate) struct Call {
     /// The developer API key, sent as `?hapikey=` (webhook management). Kept
     /// out of `query` so it is added only to the URL on the wire.
     developer_key: Option<SecretString>,
+    /// A bearer token given with the call, for a call made before the
+    /// token's account is known (no portal, so no stored token).
+    bearer: Option<SecretString>,
 }
 
 impl Call {
@@ -289,6 +297,7 @@ impl Call {
             body: None,
             kind,
             developer_key: None,
+            bearer: None,
         }
     }
 
@@ -336,6 +345,12 @@ impl Call {
     /// portal's token.
     pub(crate) fn developer_key(mut self, key: &SecretString) -> Self {
         self.developer_key = Some(key.clone());
+        self
+    }
+
+    /// Authenticates the call with `token` rather than a portal's stored one.
+    pub(crate) fn bearer(mut self, token: &SecretString) -> Self {
+        self.bearer = Some(token.clone());
         self
     }
 
@@ -563,6 +578,8 @@ impl Client {
                 .http
                 .request(call.method.clone(), self.url(call)?);
             if let Some((secret, _)) = &token {
+                request = request.bearer_auth(secret.expose_secret());
+            } else if let Some(secret) = &call.bearer {
                 request = request.bearer_auth(secret.expose_secret());
             }
             if let Some((content_type, body)) = &call.body {

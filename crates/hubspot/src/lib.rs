@@ -26,10 +26,11 @@ pub mod oauth;
 pub mod signature;
 
 pub use client::{
-    BatchError, BatchRead, Client, ClientBuilder, ClientConfig, Contact, ContactInput,
-    ContactUpdate, DeveloperApp, ListPage, MAX_BATCH, NewSubscription, PRODUCTION_BASE_URL,
-    Property, PropertyCreated, PropertyEnsured, PropertyOption, PropertyVersion, RetryPolicy,
-    SOURCE_SYSTEM_PROPERTY, SearchPage, Subscription, Throttling, UpsertResult, WebhookSettings,
+    AccountDetails, BatchError, BatchRead, Client, ClientBuilder, ClientConfig, Contact,
+    ContactInput, ContactUpdate, DeveloperApp, ListPage, MAX_BATCH, NewSubscription,
+    PRODUCTION_BASE_URL, Property, PropertyCreated, PropertyEnsured, PropertyOption,
+    PropertyVersion, RetryPolicy, SOURCE_SYSTEM_PROPERTY, SearchPage, Subscription, Throttling,
+    UpsertResult, WebhookSettings,
 };
 pub use error::{ErrorBody, HubSpotError, RateLimitPolicy};
 pub use limiter::{LimiterConfig, Permit, PermitKind, PortalQuota, Priority, RateLimiter};

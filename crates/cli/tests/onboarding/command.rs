@@ -15,7 +15,7 @@ async fn a_commands_warnings_are_logged_on_stderr_and_its_result_alone_on_stdout
     let integration = connect::private_app(
         &env.settings,
         "acme",
-        PortalId::new(PORTAL),
+        Some(PortalId::new(PORTAL)),
         SecretString::from(PRIVATE_TOKEN),
     )
     .await

@@ -5,11 +5,14 @@ use std::collections::HashMap;
 
 use leadsync_cli::connect::{self, ConnectOutcome};
 use leadsync_domain::{AppId, PortalId};
+use leadsync_hubspot_sim::ApiFault;
 use leadsync_runtime::Settings;
 use leadsync_store::integrations::{self, AuthMode};
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::helpers::{Env, PORTAL, PRIVATE_TOKEN, REDIRECT_URI, plain_forms};
+use crate::helpers::{
+    Env, OTHER_PORTAL, OTHER_PRIVATE_TOKEN, PORTAL, PRIVATE_TOKEN, REDIRECT_URI, plain_forms,
+};
 
 #[test]
 fn the_oauth_url_names_the_client_the_redirect_the_scopes_and_a_fresh_state() {
@@ -129,22 +132,22 @@ async fn a_private_app_token_is_checked_then_stored_encrypted_and_a_bad_one_stor
     let portal = PortalId::new(PORTAL);
     let piped = connect::read_token(format!("{PRIVATE_TOKEN}\n").as_bytes()).expect("a token");
 
-    // Act
+    // Act: without --portal, HubSpot names the token's account.
     let bad = connect::private_app(
         &env.settings,
         "acme",
-        portal,
+        Some(portal),
         SecretString::from("pat-na1-not-a-real-token"),
     )
     .await;
     let after_bad = integrations::list(pool).await.expect("listed");
-    let good = connect::private_app(&env.settings, "acme", portal, piped)
+    let good = connect::private_app(&env.settings, "acme", None, piped)
         .await
         .expect("connected");
     let again = connect::private_app(
         &env.settings,
         "acme",
-        portal,
+        Some(portal),
         SecretString::from(PRIVATE_TOKEN),
     )
     .await
@@ -172,5 +175,79 @@ async fn a_private_app_token_is_checked_then_stored_encrypted_and_a_bad_one_stor
     }
     assert_eq!(again.outcome, ConnectOutcome::Renewed);
     assert_eq!(integrations::list(pool).await.expect("listed").len(), 1);
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_private_app_token_of_another_account_than_portal_stores_nothing() {
+    // Arrange: the operator names one account and pastes another's token.
+    let env = Env::new().await;
+    let pool = env.db.store.pool();
+
+    // Act
+    let wrong = connect::private_app(
+        &env.settings,
+        "acme",
+        Some(PortalId::new(PORTAL)),
+        SecretString::from(OTHER_PRIVATE_TOKEN),
+    )
+    .await;
+    let after_wrong = integrations::list(pool).await.expect("listed");
+    let named = connect::private_app(
+        &env.settings,
+        "other",
+        None,
+        SecretString::from(OTHER_PRIVATE_TOKEN),
+    )
+    .await
+    .expect("connected");
+
+    // Assert
+    let message = wrong.expect_err("a token of another account").to_string();
+    assert!(
+        message.contains(&format!("belongs to HubSpot account {OTHER_PORTAL}"))
+            && message.contains(&format!("not to --portal {PORTAL}"))
+            && message.contains("nothing was stored"),
+        "{message}"
+    );
+    assert!(after_wrong.is_empty(), "{after_wrong:?}");
+    assert_eq!(named.integration.portal_id, PortalId::new(OTHER_PORTAL));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn when_hubspot_will_not_name_the_account_portal_is_required_and_taken_as_given() {
+    // Arrange: the account details call is refused (a token without access to it).
+    let env = Env::new().await;
+    env.sim
+        .control()
+        .inject_api_fault(ApiFault::new(403).on("GET /account-info/v3/details"))
+        .expect("fault injected");
+
+    // Act
+    let unnamed = connect::private_app(
+        &env.settings,
+        "acme",
+        None,
+        SecretString::from(PRIVATE_TOKEN),
+    )
+    .await;
+    let given = connect::private_app(
+        &env.settings,
+        "acme",
+        Some(PortalId::new(PORTAL)),
+        SecretString::from(PRIVATE_TOKEN),
+    )
+    .await
+    .expect("connected with the given account");
+
+    // Assert
+    let message = unnamed.expect_err("no account to connect").to_string();
+    assert!(
+        message.contains("pass --portal") && message.contains("nothing was stored"),
+        "{message}"
+    );
+    assert_eq!(given.outcome, ConnectOutcome::Created);
+    assert_eq!(given.integration.portal_id, PortalId::new(PORTAL));
     env.finish().await;
 }

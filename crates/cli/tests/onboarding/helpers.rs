@@ -17,6 +17,9 @@ use secrecy::{ExposeSecret as _, SecretString};
 pub const PORTAL: u64 = 62515;
 pub const APP_ID: u64 = 1_160_452;
 pub const PRIVATE_TOKEN: &str = "pat-na1-onboarding-tests";
+/// Another HubSpot account of the simulator, with its own private-app token.
+pub const OTHER_PORTAL: u64 = 77_001;
+pub const OTHER_PRIVATE_TOKEN: &str = "pat-na1-onboarding-other-account";
 pub const PUBLIC_BASE_URL: &str = "https://leadsync.example.com";
 pub const REDIRECT_URI: &str = "https://leadsync.example.com/oauth/callback";
 
@@ -45,7 +48,10 @@ pub struct Env {
 impl Env {
     pub async fn new() -> Self {
         let sim = spawn(SimConfig {
-            portals: vec![PortalConfig::new(PORTAL).with_private_app_token(PRIVATE_TOKEN)],
+            portals: vec![
+                PortalConfig::new(PORTAL).with_private_app_token(PRIVATE_TOKEN),
+                PortalConfig::new(OTHER_PORTAL).with_private_app_token(OTHER_PRIVATE_TOKEN),
+            ],
             rate_limit: RateLimitConfig::disabled(),
             ..SimConfig::default()
         })

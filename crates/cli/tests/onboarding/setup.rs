@@ -316,7 +316,7 @@ async fn a_private_app_account_gets_the_property_and_a_list_of_webhooks_to_set_b
     connect::private_app(
         &env.settings,
         "acme",
-        PortalId::new(PORTAL),
+        Some(PortalId::new(PORTAL)),
         SecretString::from(PRIVATE_TOKEN),
     )
     .await
