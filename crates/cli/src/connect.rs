@@ -16,6 +16,8 @@ use leadsync_store::integrations::{self, AuthMode, NewIntegration, Tokens};
 use leadsync_store::{Integration, IntegrationSettings, Store, TokenCipher};
 use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::oauth_state;
+
 /// The authorization URL to open, and the `state` HubSpot hands back with the
 /// code.
 #[derive(Debug, Clone)]
@@ -72,9 +74,10 @@ pub enum Command {
         #[arg(long)]
         integration: String,
     },
-    /// Exchanges the code HubSpot sent to the redirect URL, read from standard
-    /// input (never from the command line), for tokens and stores them
-    /// encrypted.
+    /// Exchanges the code HubSpot sent to the redirect URL for tokens and
+    /// stores them encrypted. Reads the whole redirect URL (its `state` is
+    /// checked) or just its code from standard input, never from the command
+    /// line.
     Oauth {
         /// The integration's name.
         #[arg(long)]
@@ -105,19 +108,35 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
             println!("Open this URL as a super admin of the HubSpot account and approve the app:");
             println!("{}", link.url);
             println!(
-                "HubSpot then redirects to {}?code=...&state=...; check that state is {}, then run:",
-                settings.hubspot.redirect_uri, link.state
+                "HubSpot then redirects to {}?code=...&state=... (the URL is valid for an hour). Run:",
+                settings.hubspot.redirect_uri
             );
             println!("  leadsync connect oauth --integration {integration}");
-            println!("and paste the code when asked (or pipe it in).");
+            println!(
+                "and paste that whole redirect URL when asked (or pipe it in): its state is checked."
+            );
         }
         Command::Oauth { integration } => {
             let stdin = std::io::stdin();
             if stdin.is_terminal() {
-                eprintln!("Paste the `code` of the redirect URL, then press Enter:");
+                eprintln!("Paste the redirect URL (or just its `code`), then press Enter:");
             }
-            let code = read_code(stdin.lock())?;
-            println!("{}", oauth(settings, &integration, &code).await?);
+            let redirect = read_redirect(stdin.lock())?;
+            if redirect.state.is_none() {
+                eprintln!(
+                    "warning: a bare code carries no state, so nothing proves it comes from the install you started; paste the whole redirect URL to have it checked"
+                );
+            }
+            println!(
+                "{}",
+                oauth(
+                    settings,
+                    &integration,
+                    &redirect.code,
+                    redirect.state.as_deref()
+                )
+                .await?
+            );
         }
         Command::PrivateApp {
             integration,
@@ -203,15 +222,18 @@ pub(crate) async fn store(settings: &Settings) -> anyhow::Result<Store> {
 
 /// `connect oauth-url`: the URL a HubSpot super admin of the account opens to
 /// install the app. HubSpot then redirects to `hubspot.redirect_uri` with
-/// `?code=…&state=…`.
+/// `?code=…&state=…`; the state is signed for this integration and valid for
+/// an hour ([`oauth_state`]).
 ///
 /// # Errors
-/// An invalid name, or `hubspot.client_id` / `hubspot.redirect_uri` unset.
+/// An invalid name, or `hubspot.client_id` / `hubspot.redirect_uri` /
+/// `hubspot.token_encryption_key` unset.
 pub fn oauth_url(settings: &Settings, integration: &str) -> anyhow::Result<AuthorizeLink> {
     check_name(integration)?;
     let app = oauth_app(settings)?;
     let redirect = settings.hubspot.require_redirect_uri()?;
-    let state = format!("{:032x}", rand::random::<u128>());
+    let key = settings.hubspot.require_token_encryption_key()?;
+    let state = oauth_state::issue(key, integration, unix_now());
     let url =
         leadsync_hubspot::authorize_url(&app.client_id, redirect, &settings.hubspot.scopes, &state);
     Ok(AuthorizeLink {
@@ -220,13 +242,15 @@ pub fn oauth_url(settings: &Settings, integration: &str) -> anyhow::Result<Autho
     })
 }
 
-/// `connect oauth`: exchanges the authorization code, asks HubSpot which
+/// `connect oauth`: checks the redirect's `state` (when there is one: a bare
+/// code has none), exchanges the authorization code, asks HubSpot which
 /// account (and app) the token belongs to, and stores the integration with
 /// its tokens encrypted. The same account connected again keeps its
 /// integration and gets the new tokens.
 ///
 /// # Errors
-/// A refused or already used code, a token of another app than
+/// A state not issued for this integration by this installation, or older
+/// than an hour (the code is then not spent), a refused or already used code, a token of another app than
 /// `hubspot.app_id` (or of an unnamed app while `hubspot.app_id` is set), an
 /// account connected under another name, missing configuration, or an
 /// unreachable database.
@@ -234,8 +258,17 @@ pub async fn oauth(
     settings: &Settings,
     integration: &str,
     code: &SecretString,
+    state: Option<&str>,
 ) -> anyhow::Result<Connected> {
     check_name(integration)?;
+    if let Some(state) = state {
+        let key = settings.hubspot.require_token_encryption_key()?;
+        oauth_state::verify(key, integration, state, unix_now()).map_err(|e| {
+            anyhow::anyhow!(
+                "refusing the redirect for integration `{integration}`: {e}; nothing was stored"
+            )
+        })?;
+    }
     let cipher = cipher(settings)?;
     let redirect = settings.hubspot.require_redirect_uri()?;
     oauth_app(settings)?;
@@ -326,6 +359,61 @@ fn first_line(input: impl BufRead, what: &str) -> anyhow::Result<Option<SecretSt
 pub fn read_token(input: impl BufRead) -> anyhow::Result<SecretString> {
     first_line(input, "the token")?
         .context("no token on standard input: paste the private app's access token, or pipe it in")
+}
+
+/// What HubSpot's redirect handed back, as the operator pasted it.
+#[derive(Debug)]
+pub struct Redirect {
+    /// The authorization code (a credential until used).
+    pub code: SecretString,
+    /// The `state` of the redirect URL; `None` when only the code was pasted.
+    pub state: Option<String>,
+}
+
+/// Reads the first non-blank line of `input`: HubSpot's whole redirect URL
+/// (`…?code=…&state=…`), or just the code.
+///
+/// # Errors
+/// Nothing but blanks, a read failure, a redirect URL carrying HubSpot's
+/// `error` (the install was refused) or lacking `code` or `state`.
+pub fn read_redirect(input: impl BufRead) -> anyhow::Result<Redirect> {
+    let line = read_code(input)?;
+    let text = line.expose_secret();
+    if !(text.starts_with("https://") || text.starts_with("http://")) {
+        return Ok(Redirect {
+            code: line,
+            state: None,
+        });
+    }
+    let url = url::Url::parse(text).context("the pasted redirect URL does not parse")?;
+    let param = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    if let Some(error) = param("error") {
+        anyhow::bail!(
+            "HubSpot redirected with error `{error}`{}: the app was not installed; nothing was stored",
+            param("error_description")
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        );
+    }
+    let code = param("code").context("the redirect URL carries no `code`")?;
+    let state = param("state").context(
+        "the redirect URL carries no `state`: it is not the answer to a `leadsync connect oauth-url`",
+    )?;
+    Ok(Redirect {
+        code: SecretString::from(code),
+        state: Some(state),
+    })
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Reads an OAuth authorization code: the first non-blank line of `input`.

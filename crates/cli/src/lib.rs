@@ -5,5 +5,6 @@ pub mod backfill;
 pub mod connect;
 pub mod demo;
 pub mod migrate;
+pub mod oauth_state;
 pub mod reconcile;
 pub mod setup;

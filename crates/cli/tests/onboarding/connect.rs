@@ -18,7 +18,8 @@ use crate::helpers::{
 fn the_oauth_url_names_the_client_the_redirect_the_scopes_and_a_fresh_state() {
     // Arrange
     let settings = Settings::from_toml(&format!(
-        "[hubspot]\nclient_id = \"my-client\"\nclient_secrets = [\"s\"]\nredirect_uri = \"{REDIRECT_URI}\""
+        "[hubspot]\nclient_id = \"my-client\"\nclient_secrets = [\"s\"]\nredirect_uri = \"{REDIRECT_URI}\"\ntoken_encryption_key = \"{}\"",
+        leadsync_store::TokenCipher::generate_key().expose_secret()
     ))
     .expect("valid settings");
 
@@ -46,7 +47,6 @@ fn the_oauth_url_names_the_client_the_redirect_the_scopes_and_a_fresh_state() {
         "oauth crm.objects.contacts.read crm.objects.contacts.write crm.schemas.contacts.read crm.schemas.contacts.write"
     );
     assert_eq!(query["state"], first.state);
-    assert_eq!(first.state.len(), 32);
     assert_ne!(first.state, second.state, "a fresh state each time");
     assert!(unnamed.is_err());
     let message = no_redirect.expect_err("no redirect URI").to_string();
@@ -61,7 +61,8 @@ async fn a_code_exchange_stores_encrypted_tokens_and_reconnecting_renews_them() 
     let first_code = env.authorize();
 
     // Act
-    let first = connect::oauth(&env.settings, "acme", &first_code)
+    let link = connect::oauth_url(&env.settings, "acme").expect("a URL");
+    let first = connect::oauth(&env.settings, "acme", &first_code, Some(&link.state))
         .await
         .expect("connected");
     let first_tokens = integrations::tokens(pool, first.integration.id, &env.cipher)
@@ -69,11 +70,11 @@ async fn a_code_exchange_stores_encrypted_tokens_and_reconnecting_renews_them() 
         .expect("read")
         .expect("stored");
     let first_row = env.raw_row(first.integration.id).await;
-    let reused = connect::oauth(&env.settings, "acme", &first_code).await;
-    let again = connect::oauth(&env.settings, "acme", &env.authorize())
+    let reused = connect::oauth(&env.settings, "acme", &first_code, None).await;
+    let again = connect::oauth(&env.settings, "acme", &env.authorize(), None)
         .await
         .expect("connected again");
-    let other_name = connect::oauth(&env.settings, "acme-2", &env.authorize()).await;
+    let other_name = connect::oauth(&env.settings, "acme-2", &env.authorize(), None).await;
 
     // Assert
     assert_eq!(first.outcome, ConnectOutcome::Created);
@@ -250,4 +251,81 @@ async fn when_hubspot_will_not_name_the_account_portal_is_required_and_taken_as_
     assert_eq!(given.outcome, ConnectOutcome::Created);
     assert_eq!(given.integration.portal_id, PortalId::new(PORTAL));
     env.finish().await;
+}
+
+#[tokio::test]
+async fn a_redirect_whose_state_was_not_issued_for_the_integration_spends_nothing() {
+    // Arrange: an install started for `acme`, its redirect pasted for `acme-2`.
+    let env = Env::new().await;
+    let link = connect::oauth_url(&env.settings, "acme").expect("a URL");
+    let code = env.authorize();
+    let pasted = format!(
+        "{REDIRECT_URI}?code={}&state={}\n",
+        code.expose_secret(),
+        link.state
+    );
+    let redirect = connect::read_redirect(pasted.as_bytes()).expect("a redirect URL");
+
+    // Act
+    let wrong = connect::oauth(
+        &env.settings,
+        "acme-2",
+        &redirect.code,
+        redirect.state.as_deref(),
+    )
+    .await;
+    let forged = connect::oauth(&env.settings, "acme", &redirect.code, Some("1.2.3")).await;
+    let right = connect::oauth(
+        &env.settings,
+        "acme",
+        &redirect.code,
+        redirect.state.as_deref(),
+    )
+    .await
+    .expect("the code was not spent by the refused attempts");
+
+    // Assert
+    let message = wrong.expect_err("another integration's state").to_string();
+    assert!(
+        message.contains("not issued for this integration")
+            && message.contains("nothing was stored"),
+        "{message}"
+    );
+    assert!(forged.is_err());
+    assert_eq!(right.integration.name, "acme");
+    assert_eq!(
+        integrations::list(env.db.store.pool())
+            .await
+            .expect("listed")
+            .len(),
+        1
+    );
+    env.finish().await;
+}
+
+#[test]
+fn a_pasted_redirect_url_gives_its_code_and_state_and_a_refusal_says_why() {
+    // Act
+    let full = connect::read_redirect(
+        format!("\n  {REDIRECT_URI}?code=abc-123&state=5f.aa.bb  \n").as_bytes(),
+    )
+    .expect("parsed");
+    let bare = connect::read_redirect("abc-123\n".as_bytes()).expect("a bare code");
+    let denied = connect::read_redirect(
+        format!("{REDIRECT_URI}?error=access_denied&error_description=User%20denied\n").as_bytes(),
+    );
+    let stateless = connect::read_redirect(format!("{REDIRECT_URI}?code=abc\n").as_bytes());
+
+    // Assert
+    assert_eq!(full.code.expose_secret(), "abc-123");
+    assert_eq!(full.state.as_deref(), Some("5f.aa.bb"));
+    assert_eq!(bare.code.expose_secret(), "abc-123");
+    assert!(bare.state.is_none());
+    let message = denied.expect_err("a refused install").to_string();
+    assert!(
+        message.contains("access_denied") && message.contains("User denied"),
+        "{message}"
+    );
+    let message = stateless.expect_err("no state").to_string();
+    assert!(message.contains("no `state`"), "{message}");
 }

@@ -34,7 +34,7 @@ const MAPPED: [&str; 9] = [
 ];
 
 async fn connect_oauth(env: &Env) {
-    connect::oauth(&env.settings, "acme", &env.authorize())
+    connect::oauth(&env.settings, "acme", &env.authorize(), None)
         .await
         .expect("connected");
 }
