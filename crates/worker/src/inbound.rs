@@ -626,22 +626,10 @@ async fn apply_integration(
     // Merges next, so the surviving contact's read below lands on the right lead.
     for e in &events {
         if let ContactEventKind::Merge { primary, merged } = &e.kind {
-            let outcome = leads::repoint_merged(&mut *conn, id, merged, *primary).await?;
+            let merge =
+                apply_contact_merge(&mut *conn, id, merged, *primary, Some(e.key.as_str())).await?;
             out.report.merged += 1;
-            let mut entry = audit_entry(
-                id,
-                outcome.kept,
-                *primary,
-                Some(e.key.as_str()),
-                AuditAction::Merged,
-                None,
-            );
-            for unlinked in &outcome.unlinked {
-                entry
-                    .changes
-                    .insert(format!("unlinked_lead:{unlinked}"), FieldChange::default());
-            }
-            out.audit.push(entry);
+            out.audit.push(merge.entry);
         }
     }
 
@@ -690,33 +678,13 @@ async fn apply_integration(
         .collect();
     for contact_id in gone {
         let key = signals.get(&contact_id).and_then(|s| s.last_key.as_deref());
-        let (lead, action) = match integration.settings.deletion_mode {
-            DeletionMode::Unlink => (
-                leads::unlink(&mut *conn, id, contact_id).await?,
-                AuditAction::Unlinked,
-            ),
-            DeletionMode::SoftDelete => (
-                leads::soft_delete_by_crm_id(&mut *conn, id, contact_id).await?,
-                AuditAction::Updated,
-            ),
-        };
-        match lead {
-            Some(lead) => {
-                let reason = if action == AuditAction::Updated {
-                    out.report.deleted += 1;
-                    "soft_deleted"
-                } else {
-                    out.report.unlinked += 1;
-                    "contact_deleted"
-                };
-                out.audit.push(audit_entry(
-                    id,
-                    Some(lead.id),
-                    contact_id,
-                    key,
-                    action,
-                    Some(reason),
-                ));
+        match apply_contact_deletion(&mut *conn, integration, contact_id, key).await? {
+            Some(deletion) => {
+                match deletion.mode {
+                    DeletionMode::Unlink => out.report.unlinked += 1,
+                    DeletionMode::SoftDelete => out.report.deleted += 1,
+                }
+                out.audit.push(deletion.entry);
             }
             None => {
                 out.skip_audited("no_linked_lead", id, None, contact_id, key);
@@ -724,6 +692,89 @@ async fn apply_integration(
         }
     }
     Ok(())
+}
+
+/// What a contact's deletion in HubSpot did to the lead linked to it.
+#[derive(Debug, Clone)]
+pub(crate) struct ContactDeletion {
+    /// The integration's deletion mode that was applied.
+    pub(crate) mode: DeletionMode,
+    /// The audit entry recording it (direction `inbound`, action `unlinked`
+    /// with reason `contact_deleted`, or `updated` with `soft_deleted`).
+    pub(crate) entry: AuditEntry,
+}
+
+/// Applies a contact's deletion in HubSpot to the lead linked to it, by the
+/// integration's deletion mode: unlinked (the lead stays, remembering the
+/// contact as `unlinked_crm_id`) or soft-deleted (keeping the link, so a
+/// restore finds it). The path of `contact.deletion` events, and of pushes
+/// that find a linked contact deleted when its webhook was lost. `key`
+/// names what found the deletion in the audit entry. `None` when no lead is
+/// linked to the contact (any more).
+pub(crate) async fn apply_contact_deletion(
+    conn: &mut PgConnection,
+    integration: &Integration,
+    contact: ContactId,
+    key: Option<&str>,
+) -> Result<Option<ContactDeletion>, StoreError> {
+    let id = integration.id;
+    let mode = integration.settings.deletion_mode;
+    let (lead, action, reason) = match mode {
+        DeletionMode::Unlink => (
+            leads::unlink(&mut *conn, id, contact).await?,
+            AuditAction::Unlinked,
+            "contact_deleted",
+        ),
+        DeletionMode::SoftDelete => (
+            leads::soft_delete_by_crm_id(&mut *conn, id, contact).await?,
+            AuditAction::Updated,
+            "soft_deleted",
+        ),
+    };
+    Ok(lead.map(|lead| ContactDeletion {
+        mode,
+        entry: audit_entry(id, Some(lead.id), contact, key, action, Some(reason)),
+    }))
+}
+
+/// What a merge in HubSpot did to the leads of the contacts merged.
+#[derive(Debug, Clone)]
+pub(crate) struct ContactMerge {
+    /// Which lead kept a link (to the primary) and which were unlinked.
+    pub(crate) outcome: leads::MergeOutcome,
+    /// The audit entry recording it (direction `inbound`, action `merged`,
+    /// one `unlinked_lead:{id}` change per lead unlinked).
+    pub(crate) entry: AuditEntry,
+}
+
+/// Applies a merge in HubSpot to the leads: those of the `merged` contacts
+/// move to the `primary` contact ([`leads::repoint_merged`]: a lead already
+/// linked to the primary stays, otherwise the oldest takes the primary's
+/// id, the rest are unlinked). The path of `contact.merge` events, and of
+/// pushes that find a linked contact merged away when its webhook was lost.
+/// `key` names what found the merge in the audit entry.
+pub(crate) async fn apply_contact_merge(
+    conn: &mut PgConnection,
+    integration: Uuid,
+    merged: &[ContactId],
+    primary: ContactId,
+    key: Option<&str>,
+) -> Result<ContactMerge, StoreError> {
+    let outcome = leads::repoint_merged(&mut *conn, integration, merged, primary).await?;
+    let mut entry = audit_entry(
+        integration,
+        outcome.kept,
+        primary,
+        key,
+        AuditAction::Merged,
+        None,
+    );
+    for unlinked in &outcome.unlinked {
+        entry
+            .changes
+            .insert(format!("unlinked_lead:{unlinked}"), FieldChange::default());
+    }
+    Ok(ContactMerge { outcome, entry })
 }
 
 /// Decides and writes contacts already read from HubSpot against their

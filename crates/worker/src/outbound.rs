@@ -22,7 +22,16 @@
 //!   for the inbound side, one both changed follows the integration's
 //!   conflict policy. The values to write are recorded in the echo ledger
 //!   *before* the **batch update** (≤ 100 per call), so the webhooks HubSpot
-//!   sends back for them are recognised as our echo.
+//!   sends back for them are recognised as our echo;
+//! - a linked contact the read finds **deleted or merged away** had its
+//!   webhook lost (reconciliation's search never sees deleted contacts):
+//!   the push does what that webhook would have done (`apply_missing`) —
+//!   the integration's `deletion_mode` for a deleted contact, after which
+//!   the change is skipped (`contact_deleted`: a contact a HubSpot user
+//!   deleted is never created again), or the re-pointing of a merge, after
+//!   which the lead is pushed to the surviving contact;
+//! - leads a HubSpot deletion or merge left unlinked are skipped
+//!   (`unlinked`), for the same reason.
 //!
 //! The bookkeeping — `crm_id`, merge base, sync status, audit entries, dead
 //! letters, counters — is written in one transaction after the calls. It
@@ -39,11 +48,13 @@ use std::sync::Arc;
 use leadsync_domain::{
     ConflictPolicy, ContactId, FieldMapping, LeadField, PortalId, SyncPolicy, ValueHash,
 };
-use leadsync_hubspot::{Client, Contact, ContactInput, ContactUpdate, HubSpotError, MAX_BATCH};
+use leadsync_hubspot::{
+    BatchRead, Client, Contact, ContactInput, ContactUpdate, HubSpotError, MAX_BATCH,
+};
 use leadsync_queue::{OutboundLetter, PushLeadChange};
 use leadsync_store::audit::{self, AuditAction, AuditEntry, Direction, FieldChange};
 use leadsync_store::dead_letters::{self, DeadLetterKind, NewDeadLetter};
-use leadsync_store::integrations::{self, PlatformDeletion};
+use leadsync_store::integrations::{self, DeletionMode, PlatformDeletion};
 use leadsync_store::leads::{self, CrmSyncStatus, SyncDirection, SyncUpdate};
 use leadsync_store::ledger::{self, LedgerEntry, LedgerWrite};
 use leadsync_store::stats::{self, StatsDelta};
@@ -51,6 +62,7 @@ use leadsync_store::{Integration, Lead, LeadColumn, Store, StoreError};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
+use crate::inbound::{apply_contact_deletion, apply_contact_merge};
 use crate::tokens::Credentials;
 
 mod decide;
@@ -60,6 +72,12 @@ pub use decide::{HubSpotSide, PlatformSide, PushDecision, canonical, decide_outb
 
 /// The custom contact property naming the system that created a contact.
 pub const SOURCE_SYSTEM_PROPERTY: &str = "lead_source_system";
+
+/// HubSpot's contact property listing the ids merged into a contact,
+/// `;`-separated. A batch read of a merged-away id answers with the
+/// surviving contact under its own id; this property says which input it
+/// answers.
+pub const MERGED_IDS_PROPERTY: &str = "hs_merged_object_ids";
 
 /// What the processor needs.
 #[derive(Debug, Clone)]
@@ -101,6 +119,15 @@ pub struct PushReport {
     pub read_calls: usize,
     /// Contacts archived for leads deleted on the platform.
     pub archived: usize,
+    /// Leads unlinked because their contact was found deleted in HubSpot
+    /// (`deletion_mode = unlink`), its webhook lost.
+    pub unlinked: usize,
+    /// Leads soft-deleted because their contact was found deleted in
+    /// HubSpot (`deletion_mode = soft_delete`), its webhook lost.
+    pub deleted: usize,
+    /// Merges found (linked contacts merged away in HubSpot, their webhook
+    /// lost) and applied to the leads.
+    pub merged: usize,
     /// Batch archive calls.
     pub archive_calls: usize,
 }
@@ -470,6 +497,12 @@ async fn push_integration(
                 }
             }
             Some(lead) if lead.crm_id.is_some() => linked.push(lead.clone()),
+            // HubSpot deleted its contact, or merged it into a contact
+            // another lead is linked to: creating it again would undo what
+            // a HubSpot user did (backfill leaves these leads alone too).
+            Some(lead) if lead.crm_sync_status == CrmSyncStatus::Unlinked => {
+                out.skip(report, "unlinked", id, None);
+            }
             Some(lead) if email_of(lead).is_some() => unlinked.push(lead.clone()),
             Some(_) => out.skip(report, "no_email", id, None),
         }
@@ -1114,19 +1147,26 @@ async fn update_linked(
         .entries()
         .iter()
         .any(|e| ctx.policy.for_field(e.field) == ConflictPolicy::LastWriteWins);
+    let properties = ctx.mapping.properties();
+    let history: Vec<&str> = if with_history {
+        properties.clone()
+    } else {
+        Vec::new()
+    };
+    let mut read_properties = properties.clone();
+    if !read_properties.contains(&MERGED_IDS_PROPERTY) {
+        read_properties.push(MERGED_IDS_PROPERTY);
+    }
+    // Without the inbound direction no HubSpot change reaches the leads,
+    // deletions and merges included: their webhooks would do nothing.
+    let inbound = ctx.integration.settings.directions.inbound;
     for chunk in leads.chunks(MAX_BATCH) {
         let ids: Vec<ContactId> = chunk.iter().filter_map(|l| l.crm_id).collect();
-        let properties = ctx.mapping.properties();
-        let history: Vec<&str> = if with_history {
-            properties.clone()
-        } else {
-            Vec::new()
-        };
         report.read_calls += 1;
         let read = match ctx
             .deps
             .hubspot
-            .batch_read(ctx.portal(), &ids, &properties, &history)
+            .batch_read(ctx.portal(), &ids, &read_properties, &history)
             .await
         {
             Ok(read) => read,
@@ -1139,21 +1179,36 @@ async fn update_linked(
                 continue;
             }
         };
-        let contacts: HashMap<ContactId, &Contact> =
-            read.contacts.iter().map(|c| (c.id, c)).collect();
-        let ledger = ledger::get(ctx.deps.store.pool(), ctx.portal(), &ids, &properties).await?;
-
-        let mut planned = Vec::new();
+        let answer = ReadAnswer::new(&read);
+        let mut targets: Vec<(Lead, &Contact)> = Vec::new();
+        let mut gone = Vec::new();
+        let mut moved = Vec::new();
         for lead in chunk {
             let Some(contact_id) = lead.crm_id else {
                 continue;
             };
-            let Some(contact) = contacts.get(&contact_id) else {
-                // Deleted or merged away in HubSpot; the inbound side unlinks
-                // the lead when its webhook arrives.
-                out.dead_letter(report, lead.id, Some(contact_id), "contact_not_found");
-                continue;
-            };
+            match answer.of(contact_id) {
+                Answered::Contact(contact) => targets.push((lead.clone(), contact)),
+                Answered::MergedInto(primary) if inbound => moved.push((lead, primary)),
+                Answered::NotFound if inbound => gone.push((lead.id, contact_id)),
+                // HubSpot answered neither with the contact, nor that it is
+                // gone, nor which contact it was merged into; or the
+                // integration applies no HubSpot change to its leads.
+                _ => out.dead_letter(report, lead.id, Some(contact_id), "contact_not_found"),
+            }
+        }
+        targets.extend(apply_missing(ctx, &gone, &moved, out, report).await?);
+
+        let contact_ids: Vec<ContactId> = targets.iter().map(|(_, c)| c.id).collect();
+        let ledger = ledger::get(
+            ctx.deps.store.pool(),
+            ctx.portal(),
+            &contact_ids,
+            &properties,
+        )
+        .await?;
+        let mut planned = Vec::new();
+        for (lead, contact) in &targets {
             if let Some(plan) = plan_update(ctx, lead, contact, &ledger, out, report) {
                 planned.push(plan);
             }
@@ -1183,6 +1238,186 @@ async fn update_linked(
         send_updates(ctx, planned, out, report).await?;
     }
     Ok(())
+}
+
+/// The entries of a lead's merge base that `contact` still holds: the values
+/// the lead last agreed on with the contact merged into `contact`, which
+/// the merge left in place. Re-pointing clears the merge base, as for
+/// `contact.merge`; these entries are provably still agreed, so they are
+/// kept (a value the merge carried over stays the lead's to change, rather
+/// than becoming a conflict).
+fn still_agreed(ctx: &Ctx<'_>, lead: &Lead, contact: &Contact) -> BTreeMap<LeadField, ValueHash> {
+    ctx.mapping
+        .entries()
+        .iter()
+        .filter_map(|e| {
+            let base = *lead.synced_values.get(&e.field)?;
+            let theirs = ctx
+                .mapping
+                .inbound_value(e.field, contact.property(&e.property).unwrap_or(""));
+            (base == ValueHash::of(&canonical(e.field, &theirs))).then_some((e.field, base))
+        })
+        .collect()
+}
+
+/// How a batch read answered for one id asked for.
+enum Answered<'a> {
+    /// With the contact itself.
+    Contact(&'a Contact),
+    /// With the contact it was merged into, under that contact's id (the id
+    /// asked for is in its [`MERGED_IDS_PROPERTY`]).
+    MergedInto(&'a Contact),
+    /// That it does not exist (`OBJECT_NOT_FOUND`): deleted.
+    NotFound,
+    /// Not at all.
+    Unanswered,
+}
+
+/// A batch read's answer, by the id asked for.
+struct ReadAnswer<'a> {
+    by_id: HashMap<ContactId, &'a Contact>,
+    merged_into: HashMap<ContactId, &'a Contact>,
+    not_found: HashSet<ContactId>,
+}
+
+impl<'a> ReadAnswer<'a> {
+    fn new(read: &'a BatchRead) -> Self {
+        let mut merged_into = HashMap::new();
+        for contact in &read.contacts {
+            let listed = contact.property(MERGED_IDS_PROPERTY).unwrap_or_default();
+            for id in listed.split(';').filter_map(|s| s.trim().parse().ok()) {
+                if id != contact.id {
+                    merged_into.insert(id, contact);
+                }
+            }
+        }
+        Self {
+            by_id: read.contacts.iter().map(|c| (c.id, c)).collect(),
+            merged_into,
+            not_found: read.not_found.iter().copied().collect(),
+        }
+    }
+
+    fn of(&self, id: ContactId) -> Answered<'a> {
+        if let Some(contact) = self.by_id.get(&id) {
+            Answered::Contact(contact)
+        } else if let Some(primary) = self.merged_into.get(&id) {
+            Answered::MergedInto(primary)
+        } else if self.not_found.contains(&id) {
+            Answered::NotFound
+        } else {
+            Answered::Unanswered
+        }
+    }
+}
+
+/// Does for linked contacts the batch read found deleted (`gone`: lead,
+/// contact) or merged away (`moved`: lead, surviving contact) what their
+/// lost webhooks would have done, through the inbound side's own functions,
+/// in an inbound transaction of its own committed before the push goes on:
+///
+/// - a deleted contact gets the integration's `deletion_mode` (the lead is
+///   unlinked or soft-deleted, audited as for `contact.deletion`) and the
+///   change is skipped as `contact_deleted`: a contact a HubSpot user
+///   deleted is not created again;
+/// - a merge re-points the leads as `contact.merge` does (audited
+///   `merged`). The lead that keeps a link gets back the part of its merge
+///   base the surviving contact still holds ([`still_agreed`]) and is
+///   returned with that contact, to be pushed to it. A lead unlinked
+///   because another lead holds the surviving contact is skipped as
+///   `unlinked`.
+///
+/// Committing this first leaves the push's retry, should its calls fail,
+/// with the lead as the webhook would have left it; a later webhook finds
+/// the lead already unlinked or re-pointed.
+async fn apply_missing<'a>(
+    ctx: &Ctx<'_>,
+    gone: &[(Uuid, ContactId)],
+    moved: &[(&Lead, &'a Contact)],
+    out: &mut Outcome,
+    report: &mut PushReport,
+) -> Result<Vec<(Lead, &'a Contact)>, OutboundError> {
+    if gone.is_empty() && moved.is_empty() {
+        return Ok(Vec::new());
+    }
+    let integration = ctx.integration.id;
+    let mut tx = ctx.deps.store.begin_inbound().await?;
+    let mut entries = Vec::new();
+    for &(lead, contact) in gone {
+        let key = out.last_change(lead).map(PushLeadChange::task_id_of);
+        // `None`: its webhook arrived meanwhile and did the same.
+        if let Some(deletion) =
+            apply_contact_deletion(&mut tx, ctx.integration, contact, key.as_deref()).await?
+        {
+            match deletion.mode {
+                DeletionMode::Unlink => report.unlinked += 1,
+                DeletionMode::SoftDelete => report.deleted += 1,
+            }
+            entries.push(deletion.entry);
+        }
+        tracing::info!(
+            integration.id = %integration,
+            lead.id = %lead,
+            contact.id = %contact,
+            "Contact {contact} of lead {lead} was deleted in HubSpot; applied the deletion mode"
+        );
+        out.skip(report, "contact_deleted", lead, Some(contact));
+    }
+
+    // Leads whose contacts were merged into the same contact, by that contact.
+    let mut survivors: HashMap<ContactId, &'a Contact> = HashMap::new();
+    let mut by_primary: BTreeMap<ContactId, Vec<(&Lead, ContactId)>> = BTreeMap::new();
+    for &(lead, primary) in moved {
+        if let Some(merged) = lead.crm_id {
+            survivors.insert(primary.id, primary);
+            by_primary
+                .entry(primary.id)
+                .or_default()
+                .push((lead, merged));
+        }
+    }
+    let mut kept = Vec::new();
+    for (primary_id, leads) in by_primary {
+        let merged: Vec<ContactId> = leads.iter().map(|(_, c)| *c).collect();
+        let key = leads
+            .first()
+            .and_then(|(l, _)| out.last_change(l.id))
+            .map(PushLeadChange::task_id_of);
+        let merge =
+            apply_contact_merge(&mut tx, integration, &merged, primary_id, key.as_deref()).await?;
+        report.merged += 1;
+        entries.push(merge.entry);
+        for (lead, merged) in leads {
+            tracing::info!(
+                integration.id = %integration,
+                lead.id = %lead.id,
+                contact.id = %merged,
+                "Contact {merged} of lead {} was merged into contact {primary_id} in HubSpot; \
+                 applied the merge",
+                lead.id
+            );
+            if merge.outcome.kept == Some(lead.id) {
+                let primary = survivors[&primary_id];
+                let mut lead = lead.clone();
+                lead.crm_id = Some(primary_id);
+                lead.synced_values = still_agreed(ctx, &lead, primary);
+                let rebase = SyncUpdate {
+                    direction: SyncDirection::FromCrm,
+                    values: BTreeMap::new(),
+                    synced_values: lead.synced_values.clone(),
+                    last_modified_in_crm: primary.updated_at,
+                    link_crm_id: None,
+                };
+                leads::apply_sync(&mut *tx, integration, lead.id, &rebase).await?;
+                kept.push((lead, primary));
+            } else {
+                out.skip(report, "unlinked", lead.id, Some(merged));
+            }
+        }
+    }
+    audit::record_many(&mut *tx, &entries).await?;
+    tx.commit().await?;
+    Ok(kept)
 }
 
 /// Decides every mapped field of a linked lead; `None` when nothing is to

@@ -236,6 +236,21 @@ pub fn explain(reason: &str) -> Option<&'static str> {
         "conflict_platform_newer" => {
             "both sides changed the field; under `last_write_wins` the platform's change was the later one"
         }
+        "contact_deleted" => {
+            "the lead's HubSpot contact was deleted in HubSpot (its webhook was lost; the push found \
+             it), so the integration's deletion mode was applied and no contact is created again"
+        }
+        "unlinked" => {
+            "a deletion or merge in HubSpot unlinked the lead; leadsync does not re-create a contact \
+             a HubSpot user removed (restoring it in HubSpot links the lead again)"
+        }
+        "awaiting_push" => {
+            "the contact holds exactly what a push of this lead wrote; the push links it"
+        }
+        "platform_ahead" => {
+            "the lead has a newer platform change not yet pushed, which HubSpot's older value must not \
+             overwrite; a push of it was requested"
+        }
         "invalid_field_mapping" => "the integration's field mapping is invalid; fix its settings",
         "unknown_integration" => "the lead's integration no longer exists",
         _ => return None,

@@ -482,6 +482,55 @@ async fn merge_and_gdpr_delete_through_the_api() {
 }
 
 #[tokio::test]
+async fn batch_read_answers_a_merged_away_id_with_the_surviving_contact() {
+    // Arrange
+    let t = start().await;
+    let a = t.create_contact(json!({ "email": "a@example.com" })).await;
+    let b = t
+        .create_contact(json!({ "email": "b@example.com", "phone": "1" }))
+        .await;
+    let (merged, _, _) = t
+        .post(
+            "/crm/v3/objects/contacts/merge",
+            json!({ "primaryObjectId": a.to_string(), "objectIdToMerge": b.to_string() }),
+        )
+        .await;
+    assert_eq!(merged, StatusCode::OK);
+
+    // Act
+    let (alone, _, alone_body) = t
+        .post(
+            "/crm/v3/objects/contacts/batch/read",
+            json!({ "inputs": [{ "id": b.to_string() }], "properties": ["phone", "hs_merged_object_ids"] }),
+        )
+        .await;
+    let (both, _, both_body) = t
+        .post(
+            "/crm/v3/objects/contacts/batch/read",
+            json!({ "inputs": [{ "id": a.to_string() }, { "id": b.to_string() }] }),
+        )
+        .await;
+
+    // Assert: the winner under its own id, naming the id asked for; no error.
+    assert_eq!(alone, StatusCode::OK, "{alone_body}");
+    assert!(alone_body.get("errors").is_none(), "{alone_body}");
+    let results = alone_body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1, "{alone_body}");
+    assert_eq!(id_of(&results[0]), a);
+    assert_eq!(
+        results[0]["properties"]["hs_merged_object_ids"],
+        b.to_string()
+    );
+    assert_eq!(results[0]["properties"]["phone"], "1");
+    assert_eq!(both, StatusCode::OK);
+    assert_eq!(
+        both_body["results"].as_array().map(Vec::len),
+        Some(1),
+        "one result for the winner asked for twice: {both_body}"
+    );
+}
+
+#[tokio::test]
 async fn other_object_types_are_not_simulated() {
     // Arrange
     let t = start().await;

@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use leadsync_domain::{ConflictPolicy, ContactId, LeadField, ValueHash, WebhookEvent};
-use leadsync_hubspot_sim::{ApiFault, Receiver, SubscriptionSpec, UserEdit};
+use leadsync_hubspot_sim::{ApiFault, MergeRequest, Receiver, SubscriptionSpec, UserEdit};
 use leadsync_queue::InboundEvent;
 use leadsync_store::audit::{self, AuditAction, AuditRecord, Direction};
 use leadsync_store::dead_letters::{self, DeadLetterFilter};
-use leadsync_store::integrations::{self, PlatformDeletion};
+use leadsync_store::integrations::{self, DeletionMode, PlatformDeletion};
 use leadsync_store::leads::{self, CrmSyncStatus, SyncDirection};
 use leadsync_store::{Lead, LeadColumn};
 use leadsync_worker::{InboundDeps, OutboundDeps, PushReport, process_batch, process_push_batch};
@@ -1153,5 +1153,550 @@ async fn a_batch_of_new_contacts_takes_one_call() {
         (report.upsert_calls, report.read_calls, report.update_calls),
         (1, 0, 0)
     );
+    env.finish().await;
+}
+
+// ---------------------------------------------------------------------------
+// Linked contacts deleted or merged away in HubSpot, their webhook lost
+// ---------------------------------------------------------------------------
+
+/// Every audit entry of the lead, both directions.
+async fn trail(env: &TestEnv, lead: Uuid) -> Vec<AuditRecord> {
+    audit::for_lead(env.db.store.pool(), lead, 100)
+        .await
+        .expect("audit query")
+}
+
+fn has(
+    trail: &[AuditRecord],
+    direction: Direction,
+    action: AuditAction,
+    reason: Option<&str>,
+) -> bool {
+    trail.iter().any(|r| {
+        r.entry.direction == direction
+            && r.entry.action == action
+            && r.entry.reason.as_deref() == reason
+    })
+}
+
+/// Waits until a push skipped the lead's change for `reason`.
+async fn wait_for_skip(env: &TestEnv, lead: Uuid, reason: &str) {
+    let started = Instant::now();
+    loop {
+        let audited = trail(env, lead).await;
+        if has(
+            &audited,
+            Direction::Outbound,
+            AuditAction::Skipped,
+            Some(reason),
+        ) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no {reason} skip: {audited:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn dead_letter_reasons(env: &TestEnv) -> Vec<String> {
+    dead_letters::list(env.db.store.pool(), &DeadLetterFilter::default())
+        .await
+        .expect("dead letters")
+        .into_iter()
+        .map(|l| l.reason)
+        .collect()
+}
+
+/// A lead pushed by the platform and linked to the contact the push created.
+async fn pushed_lead(
+    env: &TestEnv,
+    deps: &OutboundDeps,
+    values: &[(LeadColumn, &str)],
+) -> (Uuid, ContactId) {
+    let created = create_lead(env, values).await;
+    let report = push(deps, env).await;
+    assert_eq!(report.created, 1, "{report:?}");
+    let contact = lead(env, created.id).await.crm_id.expect("linked");
+    (created.id, contact)
+}
+
+async fn update_settings(
+    env: &TestEnv,
+    change: impl FnOnce(&mut integrations::IntegrationSettings),
+) {
+    let mut settings = env.integration.settings.clone();
+    change(&mut settings);
+    integrations::update_settings(env.db.store.pool(), env.integration.id, &settings)
+        .await
+        .expect("settings");
+}
+
+/// A user merges `merged` into `primary` in HubSpot; nobody receives the
+/// webhook (the simulator of these tests has no target).
+fn merge_in_hubspot(env: &TestEnv, primary: ContactId, merged: ContactId) {
+    env.sim
+        .control()
+        .merge_contacts(
+            PORTAL,
+            &MergeRequest {
+                primary_object_id: primary.get(),
+                object_id_to_merge: merged.get(),
+                user_id: None,
+            },
+        )
+        .expect("merged in HubSpot");
+}
+
+#[tokio::test]
+async fn a_contact_deleted_while_its_webhook_was_lost_unlinks_the_lead_on_its_next_edit() {
+    // Arrange: the whole worker; the simulator sends no webhooks at all.
+    let env = TestEnv::new().await;
+    create_source_property(&sim_client(&env.sim)).await;
+    let worker = RunningWorker::start(&env.settings(FAST_PUSH)).await;
+    let created = create_lead(
+        &env,
+        &[
+            (LeadColumn::Email, "hedy@example.com"),
+            (LeadColumn::FirstName, "Hedy"),
+        ],
+    )
+    .await;
+    let linked = wait_for_lead(&env, created.id, Duration::from_secs(15), |l| {
+        l.crm_id.is_some()
+    })
+    .await;
+    let contact_id = linked.crm_id.expect("linked");
+    env.sim
+        .control()
+        .archive_contact(PORTAL, contact_id.get(), None)
+        .expect("a user deletes the contact");
+    env.sim.control().reset_stats();
+
+    // Act: the push's skip is committed last.
+    edit_lead(&env, created.id, LeadColumn::JobTitle, "Inventor").await;
+    wait_for_skip(&env, created.id, "contact_deleted").await;
+    let unlinked = lead(&env, created.id).await;
+
+    // Assert: what the lost `contact.deletion` would have done (unlink mode).
+    assert_eq!(unlinked.crm_id, None, "{unlinked:?}");
+    assert_eq!(unlinked.crm_sync_status, CrmSyncStatus::Unlinked);
+    assert_eq!(unlinked.deleted_at, None, "unlink mode keeps the lead");
+    assert_eq!(unlinked.fields.get(LeadColumn::JobTitle), Some("Inventor"));
+    let audited = trail(&env, created.id).await;
+    assert!(
+        has(
+            &audited,
+            Direction::Inbound,
+            AuditAction::Unlinked,
+            Some("contact_deleted")
+        ),
+        "{audited:#?}"
+    );
+    assert!(
+        has(
+            &audited,
+            Direction::Outbound,
+            AuditAction::Skipped,
+            Some("contact_deleted")
+        ),
+        "{audited:#?}"
+    );
+    assert_eq!(dead_letter_reasons(&env).await, Vec::<String>::new());
+    assert_eq!(outbox_rows(&env).await, (2, 0), "the outbox drained");
+    // The contact a HubSpot user deleted is not created again.
+    let contacts = env.sim.control().contacts(PORTAL).expect("contacts");
+    assert_eq!(contacts.len(), 1);
+    assert!(contacts[0].archived);
+    let stats = env.sim.control().stats();
+    assert_eq!(
+        (stats.calls(UPSERT), stats.calls(UPDATE)),
+        (0, 0),
+        "{:?}",
+        stats.calls_by_endpoint
+    );
+
+    // Act: a later edit of the unlinked lead.
+    edit_lead(&env, created.id, LeadColumn::FirstName, "Hedwig").await;
+    wait_for_skip(&env, created.id, "unlinked").await;
+
+    // Assert: skipped, still nothing created.
+    assert_eq!(env.sim.control().stats().calls(UPSERT), 0);
+    assert_eq!(
+        env.sim.control().contacts(PORTAL).expect("contacts").len(),
+        1
+    );
+    assert_eq!(outbox_rows(&env).await, (3, 0));
+    assert_eq!(dead_letter_reasons(&env).await, Vec::<String>::new());
+    worker.stop(Duration::from_secs(20)).await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn in_soft_delete_mode_a_push_finding_its_contact_deleted_soft_deletes_the_lead() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    update_settings(&env, |s| s.deletion_mode = DeletionMode::SoftDelete).await;
+    let (lead_id, contact_id) =
+        pushed_lead(&env, &deps, &[(LeadColumn::Email, "lise@example.com")]).await;
+    env.sim
+        .control()
+        .archive_contact(PORTAL, contact_id.get(), None)
+        .expect("a user deletes the contact");
+    edit_lead(
+        &env,
+        lead_id,
+        LeadColumn::Company,
+        "Kaiser Wilhelm Institute",
+    )
+    .await;
+    env.sim.control().reset_stats();
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!(
+        (report.deleted, report.unlinked, report.dead_lettered),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.skipped.get("contact_deleted"), Some(&1));
+    let after = lead(&env, lead_id).await;
+    assert!(after.deleted_at.is_some(), "soft-deleted");
+    assert_eq!(
+        after.crm_id,
+        Some(contact_id),
+        "it keeps its contact for a restore"
+    );
+    let audited = trail(&env, lead_id).await;
+    assert!(
+        has(
+            &audited,
+            Direction::Inbound,
+            AuditAction::Updated,
+            Some("soft_deleted")
+        ),
+        "{audited:#?}"
+    );
+    assert!(dead_letter_reasons(&env).await.is_empty());
+    let stats = env.sim.control().stats();
+    assert_eq!(
+        (stats.api_calls, stats.calls(BATCH_READ)),
+        (1, 1),
+        "{:?}",
+        stats.calls_by_endpoint
+    );
+    // The soft delete is HubSpot's doing: no outbox row for it.
+    assert_eq!(outbox_rows(&env).await, (2, 0), "the outbox drained");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_transient_failure_of_the_read_is_retried_never_taken_for_a_deletion() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (lead_id, contact_id) =
+        pushed_lead(&env, &deps, &[(LeadColumn::Email, "rosalind@example.com")]).await;
+    edit_lead(&env, lead_id, LeadColumn::JobTitle, "Chemist").await;
+    let jobs = pending_jobs(&env).await;
+    env.sim
+        .control()
+        .inject_api_fault(ApiFault::new(503).on(BATCH_READ))
+        .expect("fault injected");
+
+    // Act
+    let failed = process_push_batch(&deps, jobs.clone()).await;
+
+    // Assert
+    failed.expect_err("a 503 fails the batch, which the queue retries");
+    let after = lead(&env, lead_id).await;
+    assert_eq!(after.crm_id, Some(contact_id));
+    assert_ne!(after.crm_sync_status, CrmSyncStatus::Unlinked);
+    assert!(dead_letter_reasons(&env).await.is_empty());
+
+    // Act: the retry, HubSpot answering again.
+    env.sim.control().clear_api_faults();
+    let report = process_push_batch(&deps, jobs).await.expect("pushed");
+
+    // Assert
+    assert_eq!((report.updated, report.unlinked), (1, 0), "{report:?}");
+    assert_eq!(contact(&env, contact_id).get("jobtitle"), Some("Chemist"));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn without_the_inbound_direction_a_deleted_contact_is_still_dead_lettered() {
+    // Arrange: HubSpot's changes, deletions included, never reach the leads.
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    update_settings(&env, |s| s.directions.inbound = false).await;
+    let (lead_id, contact_id) =
+        pushed_lead(&env, &deps, &[(LeadColumn::Email, "emmy@example.com")]).await;
+    env.sim
+        .control()
+        .archive_contact(PORTAL, contact_id.get(), None)
+        .expect("a user deletes the contact");
+    edit_lead(&env, lead_id, LeadColumn::JobTitle, "Mathematician").await;
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!(
+        (report.dead_lettered, report.unlinked),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(dead_letter_reasons(&env).await, ["contact_not_found"]);
+    assert_eq!(lead(&env, lead_id).await.crm_id, Some(contact_id));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_contact_hubspot_does_not_account_for_is_dead_lettered() {
+    // Arrange: a batch read answering without the contact and without an
+    // error about it.
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (lead_id, contact_id) =
+        pushed_lead(&env, &deps, &[(LeadColumn::Email, "chien@example.com")]).await;
+    edit_lead(&env, lead_id, LeadColumn::JobTitle, "Physicist").await;
+    let proxy = StubProxy::start(
+        &env.sim.base_url(),
+        "POST",
+        "/crm/v3/objects/contacts/batch/read",
+        (
+            200,
+            r#"{"status":"COMPLETE","results":[],"startedAt":"2026-01-01T00:00:00Z","completedAt":"2026-01-01T00:00:00Z"}"#,
+        ),
+        1,
+    )
+    .await;
+    let deps = OutboundDeps {
+        hubspot: crate::helpers::sim_client_at(&proxy.url),
+        ..deps
+    };
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert: nothing is unlinked on a guess.
+    assert_eq!(
+        (report.dead_lettered, report.unlinked),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(dead_letter_reasons(&env).await, ["contact_not_found"]);
+    assert_eq!(lead(&env, lead_id).await.crm_id, Some(contact_id));
+    proxy.stop().await;
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_contact_merged_away_while_its_webhook_was_lost_is_followed_to_the_surviving_contact() {
+    // Arrange: a lead pushed by the platform, then merged in HubSpot into a
+    // contact a user created (whose own values win the merge).
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (lead_id, merged) = pushed_lead(
+        &env,
+        &deps,
+        &[
+            (LeadColumn::Email, "ivy.old@example.com"),
+            (LeadColumn::FirstName, "Ivy"),
+            (LeadColumn::Company, "Old Co"),
+        ],
+    )
+    .await;
+    let primary = ContactId::new(
+        env.sim
+            .control()
+            .create_contact(
+                PORTAL,
+                &UserEdit::new([("email", "ivy@example.com"), ("firstname", "Ivy")]),
+            )
+            .expect("contact created")
+            .id,
+    );
+    merge_in_hubspot(&env, primary, merged);
+    // The merge carried the company over to the primary.
+    assert_eq!(contact(&env, primary).get("company"), Some("Old Co"));
+    edit_lead(&env, lead_id, LeadColumn::Company, "New Co").await;
+    edit_lead(&env, lead_id, LeadColumn::JobTitle, "Botanist").await;
+    env.sim.control().reset_stats();
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert: re-pointed as `contact.merge` does, then pushed to the primary.
+    assert_eq!(
+        (
+            report.merged,
+            report.updated,
+            report.dead_lettered,
+            report.created
+        ),
+        (1, 1, 0, 0),
+        "{report:?}"
+    );
+    let after = lead(&env, lead_id).await;
+    assert_eq!(after.crm_id, Some(primary));
+    let survivor = contact(&env, primary);
+    assert_eq!(survivor.get("jobtitle"), Some("Botanist"));
+    assert_eq!(
+        survivor.get("company"),
+        Some("New Co"),
+        "the value the merge carried over is the lead's to change"
+    );
+    assert_eq!(
+        survivor.get("email"),
+        Some("ivy@example.com"),
+        "the primary keeps its own address"
+    );
+    assert_eq!(
+        env.sim.control().contacts(PORTAL).expect("contacts").len(),
+        1
+    );
+    let audited = trail(&env, lead_id).await;
+    let merge = audited
+        .iter()
+        .find(|r| r.entry.direction == Direction::Inbound && r.entry.action == AuditAction::Merged)
+        .unwrap_or_else(|| panic!("the merge is audited: {audited:#?}"));
+    assert_eq!(merge.entry.contact_id, Some(primary));
+    assert!(has(
+        &audited,
+        Direction::Outbound,
+        AuditAction::Updated,
+        None
+    ));
+    assert!(dead_letter_reasons(&env).await.is_empty());
+    assert_eq!(outbox_rows(&env).await, (3, 0), "the outbox drained");
+    let stats = env.sim.control().stats();
+    assert_eq!(
+        (
+            stats.calls(BATCH_READ),
+            stats.calls(UPDATE),
+            stats.calls(UPSERT)
+        ),
+        (1, 1, 0),
+        "{:?}",
+        stats.calls_by_endpoint
+    );
+
+    // Act: the next edit goes to the primary directly.
+    edit_lead(&env, lead_id, LeadColumn::FirstName, "Ivy-May").await;
+    let next = push(&deps, &env).await;
+
+    // Assert
+    assert_eq!((next.merged, next.updated), (0, 1), "{next:?}");
+    assert_eq!(contact(&env, primary).get("firstname"), Some("Ivy-May"));
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_contact_merged_into_another_leads_contact_unlinks_the_lead_without_writing() {
+    // Arrange: two leads of the platform, their contacts then merged.
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (keeper, primary) =
+        pushed_lead(&env, &deps, &[(LeadColumn::Email, "ada@example.com")]).await;
+    let (other, merged) = pushed_lead(
+        &env,
+        &deps,
+        &[
+            (LeadColumn::Email, "ada.byron@example.com"),
+            (LeadColumn::JobTitle, "Countess"),
+        ],
+    )
+    .await;
+    merge_in_hubspot(&env, primary, merged);
+    edit_lead(&env, other, LeadColumn::JobTitle, "Analyst").await;
+
+    // Act
+    let report = push(&deps, &env).await;
+
+    // Assert: the lead already linked to the primary keeps it, as for
+    // `contact.merge`; the other's values are not written over it.
+    assert_eq!(
+        (report.merged, report.updated, report.dead_lettered),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.skipped.get("unlinked"), Some(&1));
+    assert_eq!(lead(&env, keeper).await.crm_id, Some(primary));
+    let unlinked = lead(&env, other).await;
+    assert_eq!(unlinked.crm_id, None);
+    assert_eq!(unlinked.crm_sync_status, CrmSyncStatus::Unlinked);
+    assert_eq!(contact(&env, primary).get("jobtitle"), Some("Countess"));
+    let audited = trail(&env, keeper).await;
+    let merge = audited
+        .iter()
+        .find(|r| r.entry.action == AuditAction::Merged)
+        .unwrap_or_else(|| panic!("the merge is audited: {audited:#?}"));
+    assert!(
+        merge
+            .entry
+            .changes
+            .contains_key(&format!("unlinked_lead:{other}")),
+        "{merge:#?}"
+    );
+    assert!(dead_letter_reasons(&env).await.is_empty());
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn a_push_failing_after_it_followed_a_merge_delivers_the_edit_on_its_retry() {
+    // Arrange: as above, but every update fails transiently on the first try.
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (lead_id, merged) = pushed_lead(
+        &env,
+        &deps,
+        &[
+            (LeadColumn::Email, "rue.old@example.com"),
+            (LeadColumn::Company, "Old Co"),
+        ],
+    )
+    .await;
+    let primary = ContactId::new(
+        env.sim
+            .control()
+            .create_contact(PORTAL, &UserEdit::new([("email", "rue@example.com")]))
+            .expect("contact created")
+            .id,
+    );
+    merge_in_hubspot(&env, primary, merged);
+    edit_lead(&env, lead_id, LeadColumn::Company, "New Co").await;
+    let jobs = pending_jobs(&env).await;
+    env.sim
+        .control()
+        .inject_api_fault(ApiFault::new(503).on(UPDATE))
+        .expect("fault injected");
+    process_push_batch(&deps, jobs.clone())
+        .await
+        .expect_err("the update fails transiently: the batch is retried");
+    assert_eq!(
+        lead(&env, lead_id).await.crm_id,
+        Some(primary),
+        "the merge was applied"
+    );
+    env.sim.control().clear_api_faults();
+
+    // Act
+    let report = process_push_batch(&deps, jobs).await.expect("pushed");
+
+    // Assert: the carried-over value is still the lead's to change.
+    assert_eq!(
+        (report.merged, report.updated, report.dead_lettered),
+        (0, 1, 0),
+        "{report:?}"
+    );
+    assert_eq!(contact(&env, primary).get("company"), Some("New Co"));
+    assert!(dead_letter_reasons(&env).await.is_empty());
     env.finish().await;
 }
