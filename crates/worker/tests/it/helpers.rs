@@ -186,12 +186,14 @@ impl TestEnv {
 
     /// A contact created by a user in HubSpot; returns its id.
     pub fn create_contact(&self, email: &str) -> u64 {
+        self.create_contact_with(&[("email", email), ("firstname", "Test")])
+    }
+
+    /// A contact a HubSpot user creates with `properties`.
+    pub fn create_contact_with(&self, properties: &[(&str, &str)]) -> u64 {
         self.sim
             .control()
-            .create_contact(
-                PORTAL,
-                &UserEdit::new([("email", email), ("firstname", "Test")]),
-            )
+            .create_contact(PORTAL, &UserEdit::new(properties.iter().copied()))
             .expect("contact created")
             .id
     }

@@ -836,19 +836,11 @@ async fn an_archive_hubspot_refuses_is_dead_lettered_with_its_reason() {
 /// A contact a sales rep created in HubSpot, and a lead with the same
 /// address pushed before the contact's creation webhook was processed.
 async fn rep_contact_and_platform_lead(env: &TestEnv) -> (ContactId, Uuid) {
-    let existing = env
-        .sim
-        .control()
-        .create_contact(
-            PORTAL,
-            &UserEdit::new([
-                ("email", "kim@example.com"),
-                ("firstname", "Hub"),
-                ("jobtitle", "CRM title"),
-            ]),
-        )
-        .expect("contact created")
-        .id;
+    let existing = env.create_contact_with(&[
+        ("email", "kim@example.com"),
+        ("firstname", "Hub"),
+        ("jobtitle", "CRM title"),
+    ]);
     let created = create_lead(
         env,
         &[
@@ -1514,14 +1506,7 @@ async fn a_contact_merged_away_while_its_webhook_was_lost_is_followed_to_the_sur
     )
     .await;
     let primary = ContactId::new(
-        env.sim
-            .control()
-            .create_contact(
-                PORTAL,
-                &UserEdit::new([("email", "ivy@example.com"), ("firstname", "Ivy")]),
-            )
-            .expect("contact created")
-            .id,
+        env.create_contact_with(&[("email", "ivy@example.com"), ("firstname", "Ivy")]),
     );
     merge_in_hubspot(&env, primary, merged);
     // The merge carried the company over to the primary.
@@ -1663,13 +1648,7 @@ async fn a_push_failing_after_it_followed_a_merge_delivers_the_edit_on_its_retry
         ],
     )
     .await;
-    let primary = ContactId::new(
-        env.sim
-            .control()
-            .create_contact(PORTAL, &UserEdit::new([("email", "rue@example.com")]))
-            .expect("contact created")
-            .id,
-    );
+    let primary = ContactId::new(env.create_contact_with(&[("email", "rue@example.com")]));
     merge_in_hubspot(&env, primary, merged);
     edit_lead(&env, lead_id, LeadColumn::Company, "New Co").await;
     let jobs = pending_jobs(&env).await;
