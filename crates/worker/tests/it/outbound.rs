@@ -170,30 +170,40 @@ async fn a_lead_inserted_with_plain_sql_becomes_a_contact_with_its_source_system
     env.finish().await;
 }
 
-#[tokio::test]
-async fn editing_a_linked_lead_updates_its_contact_with_one_batch_update() {
-    // Arrange
-    let env = TestEnv::new().await;
+/// A running worker, and a lead it pushed and linked to a new contact.
+async fn linked_by_a_worker(
+    env: &TestEnv,
+    email: &str,
+    first_name: &str,
+) -> (RunningWorker, Lead, ContactId) {
     create_source_property(&sim_client(&env.sim)).await;
     let worker = RunningWorker::start(&env.settings(FAST_PUSH)).await;
     let created = create_lead(
-        &env,
+        env,
         &[
-            (LeadColumn::Email, "grace@example.com"),
-            (LeadColumn::FirstName, "Grace"),
+            (LeadColumn::Email, email),
+            (LeadColumn::FirstName, first_name),
         ],
     )
     .await;
-    let linked = wait_for_lead(&env, created.id, Duration::from_secs(15), |l| {
+    let linked = wait_for_lead(env, created.id, Duration::from_secs(15), |l| {
         l.crm_id.is_some()
     })
     .await;
     let contact_id = linked.crm_id.expect("linked");
+    (worker, linked, contact_id)
+}
+
+#[tokio::test]
+async fn editing_a_linked_lead_updates_its_contact_with_one_batch_update() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let (worker, linked, contact_id) = linked_by_a_worker(&env, "grace@example.com", "Grace").await;
     env.sim.control().reset_stats();
 
     // Act
-    edit_lead(&env, created.id, LeadColumn::JobTitle, "Rear Admiral").await;
-    let edited = wait_for_lead(&env, created.id, Duration::from_secs(15), |l| {
+    edit_lead(&env, linked.id, LeadColumn::JobTitle, "Rear Admiral").await;
+    let edited = wait_for_lead(&env, linked.id, Duration::from_secs(15), |l| {
         l.synced_values.get(&LeadField::JobTitle) == Some(&ValueHash::of("Rear Admiral"))
     })
     .await;
@@ -218,7 +228,7 @@ async fn editing_a_linked_lead_updates_its_contact_with_one_batch_update() {
         (2, 0),
         "one row per platform write"
     );
-    let trail = outbound_trail(&env, created.id).await;
+    let trail = outbound_trail(&env, linked.id).await;
     let update = trail
         .iter()
         .find(|r| r.entry.action == AuditAction::Updated)
@@ -1246,21 +1256,7 @@ fn merge_in_hubspot(env: &TestEnv, primary: ContactId, merged: ContactId) {
 async fn a_contact_deleted_while_its_webhook_was_lost_unlinks_the_lead_on_its_next_edit() {
     // Arrange: the whole worker; the simulator sends no webhooks at all.
     let env = TestEnv::new().await;
-    create_source_property(&sim_client(&env.sim)).await;
-    let worker = RunningWorker::start(&env.settings(FAST_PUSH)).await;
-    let created = create_lead(
-        &env,
-        &[
-            (LeadColumn::Email, "hedy@example.com"),
-            (LeadColumn::FirstName, "Hedy"),
-        ],
-    )
-    .await;
-    let linked = wait_for_lead(&env, created.id, Duration::from_secs(15), |l| {
-        l.crm_id.is_some()
-    })
-    .await;
-    let contact_id = linked.crm_id.expect("linked");
+    let (worker, linked, contact_id) = linked_by_a_worker(&env, "hedy@example.com", "Hedy").await;
     env.sim
         .control()
         .archive_contact(PORTAL, contact_id.get(), None)
@@ -1268,16 +1264,16 @@ async fn a_contact_deleted_while_its_webhook_was_lost_unlinks_the_lead_on_its_ne
     env.sim.control().reset_stats();
 
     // Act: the push's skip is committed last.
-    edit_lead(&env, created.id, LeadColumn::JobTitle, "Inventor").await;
-    wait_for_skip(&env, created.id, "contact_deleted").await;
-    let unlinked = lead(&env, created.id).await;
+    edit_lead(&env, linked.id, LeadColumn::JobTitle, "Inventor").await;
+    wait_for_skip(&env, linked.id, "contact_deleted").await;
+    let unlinked = lead(&env, linked.id).await;
 
     // Assert: what the lost `contact.deletion` would have done (unlink mode).
     assert_eq!(unlinked.crm_id, None, "{unlinked:?}");
     assert_eq!(unlinked.crm_sync_status, CrmSyncStatus::Unlinked);
     assert_eq!(unlinked.deleted_at, None, "unlink mode keeps the lead");
     assert_eq!(unlinked.fields.get(LeadColumn::JobTitle), Some("Inventor"));
-    let audited = trail(&env, created.id).await;
+    let audited = trail(&env, linked.id).await;
     assert!(
         has(
             &audited,
@@ -1311,8 +1307,8 @@ async fn a_contact_deleted_while_its_webhook_was_lost_unlinks_the_lead_on_its_ne
     );
 
     // Act: a later edit of the unlinked lead.
-    edit_lead(&env, created.id, LeadColumn::FirstName, "Hedwig").await;
-    wait_for_skip(&env, created.id, "unlinked").await;
+    edit_lead(&env, linked.id, LeadColumn::FirstName, "Hedwig").await;
+    wait_for_skip(&env, linked.id, "unlinked").await;
 
     // Assert: skipped, still nothing created.
     assert_eq!(env.sim.control().stats().calls(UPSERT), 0);
