@@ -345,6 +345,17 @@ impl WorkerMetrics {
                 self.pushed.with_label_values(&[action]).inc_by(n as u64);
             }
         }
+        // Deletions and merges whose webhooks were lost, found and applied
+        // by the push: counted with the inbound side's, which they stand for.
+        for (action, n) in [
+            ("unlinked", report.unlinked),
+            ("deleted", report.deleted),
+            ("merged", report.merged),
+        ] {
+            if n > 0 {
+                self.leads.with_label_values(&[action]).inc_by(n as u64);
+            }
+        }
         for (operation, n) in [
             ("batch_upsert", report.upsert_calls),
             ("batch_update", report.update_calls),

@@ -27,11 +27,10 @@
 //!   webhook lost (reconciliation's search never sees deleted contacts):
 //!   the push does what that webhook would have done (`apply_missing`) —
 //!   the integration's `deletion_mode` for a deleted contact, after which
-//!   the change is skipped (`contact_deleted`: a contact a HubSpot user
-//!   deleted is never created again), or the re-pointing of a merge, after
-//!   which the lead is pushed to the surviving contact;
-//! - leads a HubSpot deletion or merge left unlinked are skipped
-//!   (`unlinked`), for the same reason.
+//!   the change that found it is skipped (`contact_deleted`; later changes
+//!   of an unlinked lead are pushed as for any lead without a contact), or
+//!   the re-pointing of a merge and the surviving contact's values applied
+//!   to the lead, after which the lead is pushed to that contact.
 //!
 //! The bookkeeping — `crm_id`, merge base, sync status, audit entries, dead
 //! letters, counters — is written in one transaction after the calls. It
@@ -154,6 +153,15 @@ pub enum OutboundError {
 impl From<sqlx::Error> for OutboundError {
     fn from(err: sqlx::Error) -> Self {
         Self::Store(err.into())
+    }
+}
+
+impl From<crate::inbound::InboundError> for OutboundError {
+    fn from(err: crate::inbound::InboundError) -> Self {
+        match err {
+            crate::inbound::InboundError::Store(e) => Self::Store(e),
+            crate::inbound::InboundError::HubSpot(e) => Self::HubSpot(e),
+        }
     }
 }
 
@@ -486,23 +494,21 @@ async fn push_integration(
                 Some(contact) if archive => deleted.push((id, contact)),
                 contact => out.skip(report, "lead_not_found", id, contact),
             },
-            // A lead HubSpot's deletion webhook unlinked after an archive
-            // whose commit failed is archived (again) by its outbox row's
-            // contact, so that the archive is recorded.
+            // Archived only for a deletion on the platform (an outbox
+            // `delete` in this batch): a lead soft-deleted by HubSpot's own
+            // deletion (`deletion_mode = soft_delete`) is not archived
+            // again. A lead HubSpot's deletion webhook unlinked after an
+            // archive whose commit failed is archived (again) by its outbox
+            // row's contact, so that the archive is recorded.
             Some(lead) if lead.deleted_at.is_some() => {
-                match lead.crm_id.or_else(|| out.deleted_contact(id)) {
-                    Some(contact) if archive => deleted.push((id, contact)),
+                let deletion = out.deleted_contact(id);
+                match (deletion, lead.crm_id.or(deletion)) {
+                    (Some(_), Some(contact)) if archive => deleted.push((id, contact)),
                     // By default deleting contacts is left to people in HubSpot.
-                    contact => out.skip(report, "lead_deleted", id, contact),
+                    (_, contact) => out.skip(report, "lead_deleted", id, contact),
                 }
             }
             Some(lead) if lead.crm_id.is_some() => linked.push(lead.clone()),
-            // HubSpot deleted its contact, or merged it into a contact
-            // another lead is linked to: creating it again would undo what
-            // a HubSpot user did (backfill leaves these leads alone too).
-            Some(lead) if lead.crm_sync_status == CrmSyncStatus::Unlinked => {
-                out.skip(report, "unlinked", id, None);
-            }
             Some(lead) if email_of(lead).is_some() => unlinked.push(lead.clone()),
             Some(_) => out.skip(report, "no_email", id, None),
         }
@@ -1318,14 +1324,16 @@ impl<'a> ReadAnswer<'a> {
 ///
 /// - a deleted contact gets the integration's `deletion_mode` (the lead is
 ///   unlinked or soft-deleted, audited as for `contact.deletion`) and the
-///   change is skipped as `contact_deleted`: a contact a HubSpot user
-///   deleted is not created again;
+///   change that found it is skipped as `contact_deleted`;
 /// - a merge re-points the leads as `contact.merge` does (audited
 ///   `merged`). The lead that keeps a link gets back the part of its merge
-///   base the surviving contact still holds ([`still_agreed`]) and is
-///   returned with that contact, to be pushed to it. A lead unlinked
-///   because another lead holds the surviving contact is skipped as
-///   `unlinked`.
+///   base the surviving contact still holds ([`still_agreed`]), then the
+///   surviving contact's values by the conflict policy (as a scan applies
+///   a contact, [`crate::inbound::apply_contacts`]), and is returned as it
+///   now stands with that contact, to be pushed to it. A lead unlinked
+///   because another lead holds the surviving contact has its change
+///   dead-lettered (`merged_into_linked_contact`): which lead is the person
+///   is for someone to decide.
 ///
 /// Committing this first leaves the push's retry, should its calls fail,
 /// with the lead as the webhook would have left it; a later webhook finds
@@ -1377,6 +1385,7 @@ async fn apply_missing<'a>(
         }
     }
     let mut kept = Vec::new();
+    let mut kept_ids = Vec::new();
     for (primary_id, leads) in by_primary {
         let merged: Vec<ContactId> = leads.iter().map(|(_, c)| *c).collect();
         let key = leads
@@ -1398,26 +1407,58 @@ async fn apply_missing<'a>(
             );
             if merge.outcome.kept == Some(lead.id) {
                 let primary = survivors[&primary_id];
-                let mut lead = lead.clone();
-                lead.crm_id = Some(primary_id);
-                lead.synced_values = still_agreed(ctx, &lead, primary);
                 let rebase = SyncUpdate {
                     direction: SyncDirection::FromCrm,
                     values: BTreeMap::new(),
-                    synced_values: lead.synced_values.clone(),
+                    synced_values: still_agreed(ctx, lead, primary),
                     last_modified_in_crm: primary.updated_at,
                     link_crm_id: None,
                 };
                 leads::apply_sync(&mut *tx, integration, lead.id, &rebase).await?;
-                kept.push((lead, primary));
+                kept.push(primary);
+                kept_ids.push(lead.id);
             } else {
-                out.skip(report, "unlinked", lead.id, Some(merged));
+                // Another lead holds the surviving contact (perhaps one
+                // created from it after the merge): which lead is the
+                // person is for someone to decide, so the change waits in
+                // the dead letters instead of being dropped.
+                out.dead_letter(report, lead.id, Some(merged), "merged_into_linked_contact");
             }
         }
     }
     audit::record_many(&mut *tx, &entries).await?;
+    // Then what `contact.merge` does next: the surviving contact's values
+    // are applied to the lead now linked to it, per field (conflict policy,
+    // echo ledger), as a scan applies a contact read.
+    let survivors_read: Vec<Contact> = kept.iter().map(|c| (*c).clone()).collect();
+    if !survivors_read.is_empty() {
+        let key = kept_ids
+            .first()
+            .and_then(|l| out.last_change(*l))
+            .map(PushLeadChange::task_id_of)
+            .unwrap_or_default();
+        crate::inbound::apply_contacts(
+            &mut tx,
+            ctx.integration,
+            &ctx.mapping,
+            &survivors_read,
+            crate::inbound::ScanOrigin {
+                reason: "merge",
+                key: &key,
+            },
+        )
+        .await?;
+    }
     tx.commit().await?;
-    Ok(kept)
+    // The push goes on from the leads as the merge left them.
+    let refreshed = leads::by_ids(ctx.deps.store.pool(), integration, &kept_ids).await?;
+    Ok(refreshed
+        .into_iter()
+        .filter_map(|lead| {
+            let primary = kept.iter().find(|c| Some(c.id) == lead.crm_id)?;
+            Some((lead, *primary))
+        })
+        .collect())
 }
 
 /// Decides every mapped field of a linked lead; `None` when nothing is to

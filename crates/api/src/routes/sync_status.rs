@@ -237,12 +237,8 @@ pub fn explain(reason: &str) -> Option<&'static str> {
             "both sides changed the field; under `last_write_wins` the platform's change was the later one"
         }
         "contact_deleted" => {
-            "the lead's HubSpot contact was deleted in HubSpot (its webhook was lost; the push found \
-             it), so the integration's deletion mode was applied and no contact is created again"
-        }
-        "unlinked" => {
-            "a deletion or merge in HubSpot unlinked the lead; leadsync does not re-create a contact \
-             a HubSpot user removed (restoring it in HubSpot links the lead again)"
+            "the push found the lead's HubSpot contact deleted (its webhook was lost) and applied the \
+             integration's deletion mode, as the webhook would have; this change was not sent"
         }
         "awaiting_push" => {
             "the contact holds exactly what a push of this lead wrote; the push links it"
