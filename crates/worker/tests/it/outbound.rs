@@ -1332,7 +1332,12 @@ async fn in_soft_delete_mode_a_push_finding_its_contact_deleted_soft_deletes_the
     // Arrange
     let env = TestEnv::new().await;
     let (_, deps) = outbound(&env).await;
-    update_settings(&env, |s| s.deletion_mode = DeletionMode::SoftDelete).await;
+    update_settings(&env, |s| {
+        s.deletion_mode = DeletionMode::SoftDelete;
+        // Archiving applies to deletions on the platform, not to this one.
+        s.platform_deletion = PlatformDeletion::Archive;
+    })
+    .await;
     let (lead_id, contact_id) =
         pushed_lead(&env, &deps, &[(LeadColumn::Email, "lise@example.com")]).await;
     env.sim
@@ -1347,9 +1352,16 @@ async fn in_soft_delete_mode_a_push_finding_its_contact_deleted_soft_deletes_the
     )
     .await;
     env.sim.control().reset_stats();
+    let jobs = pending_jobs(&env).await;
 
-    // Act
-    let report = push(&deps, &env).await;
+    // Act: the batch, then the same batch again (a retry after a failure
+    // that came later in its run).
+    let report = process_push_batch(&deps, jobs.clone())
+        .await
+        .expect("batch pushed");
+    let retried = process_push_batch(&deps, jobs)
+        .await
+        .expect("batch pushed again");
 
     // Assert
     assert_eq!(
@@ -1357,6 +1369,12 @@ async fn in_soft_delete_mode_a_push_finding_its_contact_deleted_soft_deletes_the
         (1, 0, 0),
         "{report:?}"
     );
+    assert_eq!(
+        (retried.archived, retried.archive_calls, retried.deleted),
+        (0, 0, 0),
+        "HubSpot's deletion is not archived as if the platform had deleted the lead: {retried:?}"
+    );
+    assert_eq!(retried.skipped.get("lead_deleted"), Some(&1));
     assert_eq!(report.skipped.get("contact_deleted"), Some(&1));
     let after = lead(&env, lead_id).await;
     assert!(after.deleted_at.is_some(), "soft-deleted");
@@ -1376,6 +1394,10 @@ async fn in_soft_delete_mode_a_push_finding_its_contact_deleted_soft_deletes_the
         "{audited:#?}"
     );
     assert!(dead_letter_reasons(&env).await.is_empty());
+    assert!(
+        !has(&audited, Direction::Outbound, AuditAction::Archived, None),
+        "{audited:#?}"
+    );
     let stats = env.sim.control().stats();
     assert_eq!(
         (stats.api_calls, stats.calls(BATCH_READ)),
