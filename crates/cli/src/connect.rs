@@ -82,6 +82,10 @@ pub enum Command {
         /// The integration's name.
         #[arg(long)]
         integration: String,
+        /// Accept a bare code, whose origin nothing checks (for scripts
+        /// that extract it); by default the whole redirect URL is required.
+        #[arg(long)]
+        skip_state_check: bool,
     },
     /// Checks a private app's access token, read from standard input (never
     /// from the command line), and stores it encrypted.
@@ -116,16 +120,17 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
                 "and paste that whole redirect URL when asked (or pipe it in): its state is checked."
             );
         }
-        Command::Oauth { integration } => {
+        Command::Oauth {
+            integration,
+            skip_state_check,
+        } => {
             let stdin = std::io::stdin();
             if stdin.is_terminal() {
-                eprintln!("Paste the redirect URL (or just its `code`), then press Enter:");
+                eprintln!("Paste the redirect URL HubSpot sent the browser to, then press Enter:");
             }
             let redirect = read_redirect(stdin.lock())?;
-            if redirect.state.is_none() {
-                eprintln!(
-                    "warning: a bare code carries no state, so nothing proves it comes from the install you started; paste the whole redirect URL to have it checked"
-                );
+            if require_state(&redirect, skip_state_check)? {
+                eprintln!("warning: the code's origin was not checked (--skip-state-check)");
             }
             println!(
                 "{}",
@@ -232,8 +237,7 @@ pub fn oauth_url(settings: &Settings, integration: &str) -> anyhow::Result<Autho
     check_name(integration)?;
     let app = oauth_app(settings)?;
     let redirect = settings.hubspot.require_redirect_uri()?;
-    let key = settings.hubspot.require_token_encryption_key()?;
-    let state = oauth_state::issue(key, integration, unix_now());
+    let state = oauth_state::issue(&state_key(settings)?, integration, unix_now());
     let url =
         leadsync_hubspot::authorize_url(&app.client_id, redirect, &settings.hubspot.scopes, &state);
     Ok(AuthorizeLink {
@@ -262,12 +266,13 @@ pub async fn oauth(
 ) -> anyhow::Result<Connected> {
     check_name(integration)?;
     if let Some(state) = state {
-        let key = settings.hubspot.require_token_encryption_key()?;
-        oauth_state::verify(key, integration, state, unix_now()).map_err(|e| {
-            anyhow::anyhow!(
-                "refusing the redirect for integration `{integration}`: {e}; nothing was stored"
-            )
-        })?;
+        oauth_state::verify(&state_key(settings)?, integration, state, unix_now()).map_err(
+            |e| {
+                anyhow::anyhow!(
+                    "refusing the redirect for integration `{integration}`: {e}; nothing was stored"
+                )
+            },
+        )?;
     }
     let cipher = cipher(settings)?;
     let redirect = settings.hubspot.require_redirect_uri()?;
@@ -409,6 +414,29 @@ pub fn read_redirect(input: impl BufRead) -> anyhow::Result<Redirect> {
     })
 }
 
+/// Refuses a bare code (no state) unless `skip_state_check`; `true` when a
+/// bare code is let through unchecked.
+///
+/// # Errors
+/// A bare code without `skip_state_check`.
+pub fn require_state(redirect: &Redirect, skip_state_check: bool) -> anyhow::Result<bool> {
+    if redirect.state.is_some() {
+        return Ok(false);
+    }
+    anyhow::ensure!(
+        skip_state_check,
+        "a bare code carries no state, so nothing shows that it answers an authorization URL of this installation: paste the whole redirect URL, or pass --skip-state-check to accept the code unchecked; nothing was stored"
+    );
+    Ok(true)
+}
+
+/// The key of OAuth states, derived from `hubspot.token_encryption_key`.
+fn state_key(settings: &Settings) -> anyhow::Result<oauth_state::StateKey> {
+    let key = settings.hubspot.require_token_encryption_key()?;
+    oauth_state::StateKey::derive(key)
+        .map_err(|e| ConfigError::invalid("hubspot.token_encryption_key", e.to_string()).into())
+}
+
 /// Seconds since the Unix epoch.
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -436,7 +464,7 @@ pub fn read_code(input: impl BufRead) -> anyhow::Result<SecretString> {
 /// `portal`, when given, must be the account HubSpot names: a token of
 /// another account is refused, since its webhooks would be dead-lettered as
 /// an unknown portal and its writes would go to the other account. When
-/// HubSpot will not name the account (403 for this call), `portal` is
+/// HubSpot refuses to name the account (any refusal but a 401), `portal` is
 /// required and taken as given.
 ///
 /// # Errors
@@ -514,14 +542,27 @@ async fn token_account(
             }
             Ok(details.portal)
         }
-        Err(HubSpotError::Unauthorized { .. } | HubSpotError::TokenExpired) => {
-            Err(refused_token())
-        }
-        Err(HubSpotError::Permanent { status: 403, .. }) => expected.ok_or_else(|| {
-            anyhow::anyhow!(
-                "HubSpot would not say which account the token belongs to (403 on the account details): pass --portal with the account id; nothing was stored"
-            )
-        }),
+        Err(HubSpotError::Unauthorized { .. } | HubSpotError::TokenExpired) => Err(refused_token()),
+        // Any other refusal of this one call (a 403 for a token without
+        // access to it, a 400 or 404 should HubSpot retire the endpoint)
+        // leaves the operator's word; without it there is no account.
+        Err(
+            e @ (HubSpotError::Permanent { .. }
+            | HubSpotError::NotFound
+            | HubSpotError::Validation { .. }),
+        ) => match expected {
+            Some(portal) => {
+                eprintln!(
+                    "warning: HubSpot did not name the token's account ({}); connecting --portal {portal} as given",
+                    e.code()
+                );
+                Ok(portal)
+            }
+            None => Err(anyhow::anyhow!(
+                "HubSpot would not say which account the token belongs to ({}): pass --portal with the account id; nothing was stored",
+                e.code()
+            )),
+        },
         Err(other) => Err(anyhow::Error::new(other)
             .context("asking HubSpot which account the token belongs to; nothing was stored")),
     }

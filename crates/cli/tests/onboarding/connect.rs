@@ -274,7 +274,14 @@ async fn a_redirect_whose_state_was_not_issued_for_the_integration_spends_nothin
         redirect.state.as_deref(),
     )
     .await;
-    let forged = connect::oauth(&env.settings, "acme", &redirect.code, Some("1.2.3")).await;
+    // A well-formed state, signed by another installation's key.
+    let foreign = leadsync_cli::oauth_state::issue(
+        &leadsync_cli::oauth_state::StateKey::derive(&leadsync_store::TokenCipher::generate_key())
+            .expect("a key"),
+        "acme",
+        redirect_issued_at(&link.state),
+    );
+    let forged = connect::oauth(&env.settings, "acme", &redirect.code, Some(&foreign)).await;
     let right = connect::oauth(
         &env.settings,
         "acme",
@@ -291,7 +298,10 @@ async fn a_redirect_whose_state_was_not_issued_for_the_integration_spends_nothin
             && message.contains("nothing was stored"),
         "{message}"
     );
-    assert!(forged.is_err());
+    let message = forged
+        .expect_err("another installation's state")
+        .to_string();
+    assert!(message.contains("not issued"), "{message}");
     assert_eq!(right.integration.name, "acme");
     assert_eq!(
         integrations::list(env.db.store.pool())
@@ -328,4 +338,16 @@ fn a_pasted_redirect_url_gives_its_code_and_state_and_a_refusal_says_why() {
     );
     let message = stateless.expect_err("no state").to_string();
     assert!(message.contains("no `state`"), "{message}");
+    let message = connect::require_state(&bare, false)
+        .expect_err("a bare code needs --skip-state-check")
+        .to_string();
+    assert!(message.contains("--skip-state-check"), "{message}");
+    assert!(connect::require_state(&bare, true).expect("let through"));
+    assert!(!connect::require_state(&full, false).expect("a state to check"));
+}
+
+/// The issue time (Unix seconds) a state carries.
+fn redirect_issued_at(state: &str) -> u64 {
+    let issued = state.split('.').next().expect("a state");
+    u64::from_str_radix(issued, 16).expect("hex seconds")
 }
