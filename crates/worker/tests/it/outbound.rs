@@ -1512,13 +1512,28 @@ async fn a_contact_hubspot_does_not_account_for_is_dead_lettered() {
     env.finish().await;
 }
 
+/// A lead pushed by the platform (`fields`), whose contact a HubSpot user
+/// then merged into a contact they created (`primary`, whose own values win
+/// the merge), the webhook lost. Returns the lead and the surviving contact.
+async fn pushed_then_merged(
+    env: &TestEnv,
+    deps: &OutboundDeps,
+    fields: &[(LeadColumn, &str)],
+    primary: &[(&str, &str)],
+) -> (Uuid, ContactId) {
+    let (lead_id, merged) = pushed_lead(env, deps, fields).await;
+    let primary = ContactId::new(env.create_contact_with(primary));
+    merge_in_hubspot(env, primary, merged);
+    (lead_id, primary)
+}
+
 #[tokio::test]
 async fn a_contact_merged_away_while_its_webhook_was_lost_is_followed_to_the_surviving_contact() {
     // Arrange: a lead pushed by the platform, then merged in HubSpot into a
     // contact a user created (whose own values win the merge).
     let env = TestEnv::new().await;
     let (_, deps) = outbound(&env).await;
-    let (lead_id, merged) = pushed_lead(
+    let (lead_id, primary) = pushed_then_merged(
         &env,
         &deps,
         &[
@@ -1526,12 +1541,9 @@ async fn a_contact_merged_away_while_its_webhook_was_lost_is_followed_to_the_sur
             (LeadColumn::FirstName, "Ivy"),
             (LeadColumn::Company, "Old Co"),
         ],
+        &[("email", "ivy@example.com"), ("firstname", "Ivy")],
     )
     .await;
-    let primary = ContactId::new(
-        env.create_contact_with(&[("email", "ivy@example.com"), ("firstname", "Ivy")]),
-    );
-    merge_in_hubspot(&env, primary, merged);
     // The merge carried the company over to the primary.
     assert_eq!(contact(&env, primary).get("company"), Some("Old Co"));
     edit_lead(&env, lead_id, LeadColumn::Company, "New Co").await;
@@ -1673,17 +1685,16 @@ async fn a_push_failing_after_it_followed_a_merge_delivers_the_edit_on_its_retry
     // Arrange: as above, but every update fails transiently on the first try.
     let env = TestEnv::new().await;
     let (_, deps) = outbound(&env).await;
-    let (lead_id, merged) = pushed_lead(
+    let (lead_id, primary) = pushed_then_merged(
         &env,
         &deps,
         &[
             (LeadColumn::Email, "rue.old@example.com"),
             (LeadColumn::Company, "Old Co"),
         ],
+        &[("email", "rue@example.com")],
     )
     .await;
-    let primary = ContactId::new(env.create_contact_with(&[("email", "rue@example.com")]));
-    merge_in_hubspot(&env, primary, merged);
     edit_lead(&env, lead_id, LeadColumn::Company, "New Co").await;
     let jobs = pending_jobs(&env).await;
     env.sim
