@@ -917,6 +917,25 @@ async fn an_upsert_matching_an_unlinked_contact_gives_back_hubspots_values_under
     env.finish().await;
 }
 
+/// Pushes the pending changes once while HubSpot answers every batch read
+/// with `read_fault`: the upsert lands, the read after it fails, and the
+/// batch fails for a retry. Returns the jobs, for that retry.
+async fn upsert_then_fail(
+    env: &TestEnv,
+    deps: &OutboundDeps,
+    read_fault: ApiFault,
+) -> Vec<leadsync_queue::PushLeadChange> {
+    let jobs = pending_jobs(env).await;
+    env.sim
+        .control()
+        .inject_api_fault(read_fault)
+        .expect("fault injected");
+    process_push_batch(deps, jobs.clone())
+        .await
+        .expect_err("the read fails transiently: the batch is retried");
+    jobs
+}
+
 #[tokio::test]
 async fn a_push_retried_after_its_upsert_still_gives_back_hubspots_values() {
     // Arrange: the upsert lands, then every read of the contact fails until
@@ -924,14 +943,7 @@ async fn a_push_retried_after_its_upsert_still_gives_back_hubspots_values() {
     let env = TestEnv::new().await;
     let (_, deps) = outbound(&env).await;
     let (contact_id, lead_id) = rep_contact_and_platform_lead(&env).await;
-    let jobs = pending_jobs(&env).await;
-    env.sim
-        .control()
-        .inject_api_fault(ApiFault::new(503).on(BATCH_READ))
-        .expect("fault injected");
-    process_push_batch(&deps, jobs.clone())
-        .await
-        .expect_err("the read fails transiently: the batch is retried");
+    let jobs = upsert_then_fail(&env, &deps, ApiFault::new(503).on(BATCH_READ)).await;
     assert_eq!(
         contact(&env, contact_id).get("firstname"),
         Some("Plat"),
@@ -974,14 +986,7 @@ async fn the_echo_of_an_upsert_whose_push_failed_leaves_the_link_to_the_retried_
     let env = TestEnv::new().await;
     let (client, deps) = outbound(&env).await;
     let (contact_id, lead_id) = rep_contact_and_platform_lead(&env).await;
-    let jobs = pending_jobs(&env).await;
-    env.sim
-        .control()
-        .inject_api_fault(ApiFault::new(503).on(BATCH_READ).times(5))
-        .expect("fault injected");
-    process_push_batch(&deps, jobs.clone())
-        .await
-        .expect_err("the read fails transiently: the batch is retried");
+    let jobs = upsert_then_fail(&env, &deps, ApiFault::new(503).on(BATCH_READ).times(5)).await;
     let echo = serde_json::json!({
         "eventId": 1, "subscriptionId": 1, "portalId": PORTAL, "appId": 1,
         "occurredAt": now_ms(), "subscriptionType": "contact.propertyChange",
