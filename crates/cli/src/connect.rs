@@ -382,7 +382,9 @@ pub struct Redirect {
 /// Nothing but blanks, a read failure, a redirect URL carrying HubSpot's
 /// `error` (the install was refused) or lacking `code` or `state`.
 pub fn read_redirect(input: impl BufRead) -> anyhow::Result<Redirect> {
-    let line = read_code(input)?;
+    let line = first_line(input, "the redirect URL")?.context(
+        "no redirect URL on standard input: paste the URL HubSpot sent the browser to, or pipe it in",
+    )?;
     let text = line.expose_secret();
     if !(text.starts_with("https://") || text.starts_with("http://")) {
         return Ok(Redirect {
@@ -442,18 +444,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Reads an OAuth authorization code: the first non-blank line of `input`.
-/// It is a credential until used, so it is not taken from the command line,
-/// where other users' `ps` and the shell's history would see it.
-///
-/// # Errors
-/// Nothing but blanks, or a read failure.
-pub fn read_code(input: impl BufRead) -> anyhow::Result<SecretString> {
-    first_line(input, "the authorization code")?.context(
-        "no authorization code on standard input: paste the `code` of the redirect URL, or pipe it in",
-    )
 }
 
 /// `connect private-app`: asks HubSpot which account the token belongs to
@@ -677,11 +667,13 @@ mod tests {
     }
 
     #[test]
-    fn the_code_is_the_first_non_blank_line() {
-        let code = read_code("\n  na1-6f2a-code \n".as_bytes()).expect("a code");
-        assert_eq!(code.expose_secret(), "na1-6f2a-code");
-        let message = read_code("".as_bytes()).expect_err("no code").to_string();
-        assert!(message.contains("no authorization code"), "{message}");
+    fn the_redirect_is_the_first_non_blank_line() {
+        let bare = read_redirect("\n  na1-6f2a-code \nmore\n".as_bytes()).expect("a code");
+        assert_eq!(bare.code.expose_secret(), "na1-6f2a-code");
+        let message = read_redirect("".as_bytes())
+            .expect_err("nothing pasted")
+            .to_string();
+        assert!(message.contains("no redirect URL"), "{message}");
     }
 
     #[test]
