@@ -1096,6 +1096,9 @@ pub async fn is_tombstoned(
 pub struct MergeOutcome {
     /// The lead now linked to the primary contact, if any.
     pub kept: Option<Uuid>,
+    /// Whether `kept` was moved to the primary by this call (`false`: it
+    /// was linked to the primary already, e.g. by an earlier merge).
+    pub repointed: bool,
     /// Leads of merged contacts that could not take the primary's id (one
     /// lead per contact) and were unlinked.
     pub unlinked: Vec<Uuid>,
@@ -1122,6 +1125,7 @@ pub async fn repoint_merged(
     let keeper = leads.remove(0);
     let mut outcome = MergeOutcome {
         kept: Some(keeper.id),
+        repointed: keeper.crm_id != Some(primary),
         unlinked: Vec::new(),
     };
     let others: Vec<Uuid> = leads.iter().map(|l| l.id).collect();
@@ -1135,7 +1139,7 @@ pub async fn repoint_merged(
         .await?;
         outcome.unlinked = others;
     }
-    if keeper.crm_id != Some(primary) {
+    if outcome.repointed {
         // The primary's id is free now; the merge base no longer applies to
         // the surviving contact's values.
         sqlx::query("UPDATE leads SET crm_id = $2, synced_values = '{}' WHERE id = $1")

@@ -30,7 +30,8 @@
 //!   the change that found it is skipped (`contact_deleted`; later changes
 //!   of an unlinked lead are pushed as for any lead without a contact), or
 //!   the re-pointing of a merge and the surviving contact's values applied
-//!   to the lead, after which the lead is pushed to that contact.
+//!   to the lead, after which the lead is pushed to that contact (a merge
+//!   involving another lead is dead-lettered, `merged_into_linked_contact`).
 //!
 //! The bookkeeping — `crm_id`, merge base, sync status, audit entries, dead
 //! letters, counters — is written in one transaction after the calls. It
@@ -1325,15 +1326,18 @@ impl<'a> ReadAnswer<'a> {
 /// - a deleted contact gets the integration's `deletion_mode` (the lead is
 ///   unlinked or soft-deleted, audited as for `contact.deletion`) and the
 ///   change that found it is skipped as `contact_deleted`;
-/// - a merge re-points the leads as `contact.merge` does (audited
-///   `merged`). The lead that keeps a link gets back the part of its merge
-///   base the surviving contact still holds ([`still_agreed`]), then the
-///   surviving contact's values by the conflict policy (as a scan applies
-///   a contact, [`crate::inbound::apply_contacts`]), and is returned as it
-///   now stands with that contact, to be pushed to it. A lead unlinked
-///   because another lead holds the surviving contact has its change
-///   dead-lettered (`merged_into_linked_contact`): which lead is the person
-///   is for someone to decide.
+/// - a merge of one lead's contact into a contact no other lead holds
+///   re-points the lead as `contact.merge` does (audited `merged`); it gets
+///   back the part of its merge base the surviving contact still holds
+///   ([`still_agreed`]), then the surviving contact's values by the
+///   conflict policy (as a scan applies a contact,
+///   [`crate::inbound::apply_contacts`]), and is returned as it now stands
+///   with that contact, to be pushed to it. If the merge's webhook moved
+///   the lead meanwhile, nothing is applied again. Any other merge (another
+///   lead holds the surviving contact, or several leads' contacts merged)
+///   has its changes dead-lettered (`merged_into_linked_contact`) and
+///   nothing written: which lead is the person is for someone to decide,
+///   and an unlinked lead would be pushed as a new contact.
 ///
 /// Committing this first leaves the push's retry, should its calls fail,
 /// with the lead as the webhook would have left it; a later webhook finds
@@ -1384,19 +1388,37 @@ async fn apply_missing<'a>(
                 .push((lead, merged));
         }
     }
-    let mut kept = Vec::new();
-    let mut kept_ids = Vec::new();
+    let mut kept: Vec<(Uuid, &'a Contact)> = Vec::new();
+    let mut vanished = Vec::new();
     for (primary_id, leads) in by_primary {
-        let merged: Vec<ContactId> = leads.iter().map(|(_, c)| *c).collect();
-        let key = leads
-            .first()
-            .and_then(|(l, _)| out.last_change(l.id))
-            .map(PushLeadChange::task_id_of);
+        // Only the plain case is applied here: one lead, and no other lead
+        // holding the surviving contact. Otherwise `contact.merge` would
+        // unlink a lead, whose next push would create the merged person's
+        // contact again; which lead is the person is for someone to decide,
+        // so the change waits in the dead letters, and nothing is written
+        // (a retried batch finds the same).
+        let holders = leads::by_crm_ids(&mut *tx, integration, &[primary_id]).await?;
+        let (lead, merged) = match leads.as_slice() {
+            [(lead, merged)] if holders.iter().all(|h| h.id == lead.id) => (*lead, *merged),
+            _ => {
+                for (lead, merged) in leads {
+                    out.dead_letter(report, lead.id, Some(merged), "merged_into_linked_contact");
+                }
+                continue;
+            }
+        };
+        let key = out.last_change(lead.id).map(PushLeadChange::task_id_of);
         let merge =
-            apply_contact_merge(&mut tx, integration, &merged, primary_id, key.as_deref()).await?;
-        report.merged += 1;
-        entries.push(merge.entry);
-        for (lead, merged) in leads {
+            apply_contact_merge(&mut tx, integration, &[merged], primary_id, key.as_deref())
+                .await?;
+        if merge.outcome.kept != Some(lead.id) {
+            // The lead is no longer linked to the merged contact (a
+            // webhook moved it meanwhile): what it is now decides.
+            vanished.push(lead.id);
+            continue;
+        }
+        let primary = survivors[&primary_id];
+        if merge.outcome.repointed {
             tracing::info!(
                 integration.id = %integration,
                 lead.id = %lead.id,
@@ -1405,60 +1427,53 @@ async fn apply_missing<'a>(
                  applied the merge",
                 lead.id
             );
-            if merge.outcome.kept == Some(lead.id) {
-                let primary = survivors[&primary_id];
-                let rebase = SyncUpdate {
-                    direction: SyncDirection::FromCrm,
-                    values: BTreeMap::new(),
-                    synced_values: still_agreed(ctx, lead, primary),
-                    last_modified_in_crm: primary.updated_at,
-                    link_crm_id: None,
-                };
-                leads::apply_sync(&mut *tx, integration, lead.id, &rebase).await?;
-                kept.push(primary);
-                kept_ids.push(lead.id);
-            } else {
-                // Another lead holds the surviving contact (perhaps one
-                // created from it after the merge): which lead is the
-                // person is for someone to decide, so the change waits in
-                // the dead letters instead of being dropped.
-                out.dead_letter(report, lead.id, Some(merged), "merged_into_linked_contact");
-            }
+            report.merged += 1;
+            entries.push(merge.entry);
+            let rebase = SyncUpdate {
+                direction: SyncDirection::FromCrm,
+                values: BTreeMap::new(),
+                synced_values: still_agreed(ctx, lead, primary),
+                last_modified_in_crm: primary.updated_at,
+                link_crm_id: None,
+            };
+            leads::apply_sync(&mut *tx, integration, lead.id, &rebase).await?;
+            // Then what `contact.merge` does next: the surviving contact's
+            // values are applied to the lead now linked to it, per field
+            // (conflict policy, echo ledger), as a scan applies a contact.
+            crate::inbound::apply_contacts(
+                &mut tx,
+                ctx.integration,
+                &ctx.mapping,
+                std::slice::from_ref(primary),
+                crate::inbound::ScanOrigin {
+                    reason: "merge",
+                    key: key.as_deref().unwrap_or_default(),
+                },
+            )
+            .await?;
         }
+        // Not re-pointed: the merge's webhook did it after the read, with
+        // the contact as it then was; the read's older state must not
+        // overwrite that. The push goes on from the lead as it stands.
+        kept.push((lead.id, primary));
     }
     audit::record_many(&mut *tx, &entries).await?;
-    // Then what `contact.merge` does next: the surviving contact's values
-    // are applied to the lead now linked to it, per field (conflict policy,
-    // echo ledger), as a scan applies a contact read.
-    let survivors_read: Vec<Contact> = kept.iter().map(|c| (*c).clone()).collect();
-    if !survivors_read.is_empty() {
-        let key = kept_ids
-            .first()
-            .and_then(|l| out.last_change(*l))
-            .map(PushLeadChange::task_id_of)
-            .unwrap_or_default();
-        crate::inbound::apply_contacts(
-            &mut tx,
-            ctx.integration,
-            &ctx.mapping,
-            &survivors_read,
-            crate::inbound::ScanOrigin {
-                reason: "merge",
-                key: &key,
-            },
-        )
-        .await?;
-    }
     tx.commit().await?;
-    // The push goes on from the leads as the merge left them.
+    let kept_ids: Vec<Uuid> = kept.iter().map(|(id, _)| *id).collect();
     let refreshed = leads::by_ids(ctx.deps.store.pool(), integration, &kept_ids).await?;
-    Ok(refreshed
-        .into_iter()
-        .filter_map(|lead| {
-            let primary = kept.iter().find(|c| Some(c.id) == lead.crm_id)?;
-            Some((lead, *primary))
-        })
-        .collect())
+    let mut pushed = Vec::new();
+    for lead in refreshed {
+        match kept.iter().find(|(_, c)| Some(c.id) == lead.crm_id) {
+            Some((_, primary)) if lead.deleted_at.is_none() => pushed.push((lead, *primary)),
+            _ => vanished.push(lead.id),
+        }
+    }
+    // A concurrent webhook changed these leads' links after the merge: their
+    // changes are audited as skipped; a later change pushes them as they are.
+    for lead in vanished {
+        out.skip(report, "link_changed", lead, None);
+    }
+    Ok(pushed)
 }
 
 /// Decides every mapped field of a linked lead; `None` when nothing is to

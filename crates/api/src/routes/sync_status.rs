@@ -240,6 +240,10 @@ pub fn explain(reason: &str) -> Option<&'static str> {
             "the push found the lead's HubSpot contact deleted (its webhook was lost) and applied the \
              integration's deletion mode, as the webhook would have; this change was not sent"
         }
+        "link_changed" => {
+            "a HubSpot change moved the lead's link while this push applied a merge; its next change \
+             is pushed as the lead then stands"
+        }
         "awaiting_push" => {
             "the contact holds exactly what a push of this lead wrote; the push links it"
         }

@@ -271,9 +271,16 @@ async fn unlink_soft_delete_restore_and_merge() {
     )
     .await
     .unwrap();
+    // The same merge again (its webhook after a push applied it): nothing moves.
+    let again = leads::repoint_merged(&mut tx, acme.id, &[ContactId::new(1)], ContactId::new(10))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     // Assert
+    assert!(merge.repointed);
+    assert_eq!((again.kept, again.repointed), (merge.kept, false));
+    assert!(again.unlinked.is_empty());
     assert!(unlinked.crm_id.is_none());
     assert_eq!(unlinked.crm_sync_status, CrmSyncStatus::Unlinked);
     assert!(deleted.deleted_at.is_some() && deleted.crm_id.is_some());
