@@ -264,6 +264,9 @@ pub struct Lead {
     pub full_name: String,
     /// The linked HubSpot contact.
     pub crm_id: Option<ContactId>,
+    /// The contact a deletion in HubSpot unlinked the lead from (kept for
+    /// a later privacy deletion or restore of that contact).
+    pub unlinked_crm_id: Option<ContactId>,
     /// Sync state.
     pub crm_sync_status: CrmSyncStatus,
     /// When both sides last agreed.
@@ -311,6 +314,7 @@ struct LeadRow {
     fields: LeadFields,
     full_name: String,
     crm_id: Option<i64>,
+    unlinked_crm_id: Option<i64>,
     crm_sync_status: CrmSyncStatus,
     crm_synced_at: Option<DateTime<Utc>>,
     source_system: SourceSystem,
@@ -332,6 +336,7 @@ impl From<LeadRow> for Lead {
             fields: row.fields,
             full_name: row.full_name,
             crm_id: row.crm_id.map(|c| ContactId::new(from_db_id(c))),
+            unlinked_crm_id: row.unlinked_crm_id.map(|c| ContactId::new(from_db_id(c))),
             crm_sync_status: row.crm_sync_status,
             crm_synced_at: row.crm_synced_at,
             source_system: row.source_system,
@@ -350,7 +355,7 @@ impl From<LeadRow> for Lead {
 /// The columns read into a [`Lead`].
 const COLUMNS: &str = "id, integration_id, first_name, last_name, email, phone, company, \
     job_title, location, country, source, platform, platform_url, profile_url, status, \
-    full_name, crm_id, crm_sync_status, crm_synced_at, source_system, last_sync_direction, \
+    full_name, crm_id, unlinked_crm_id, crm_sync_status, crm_synced_at, source_system, last_sync_direction, \
     sync_version, last_modified_in_crm, field_updated_at, synced_values, deleted_at, \
     created_at, updated_at";
 

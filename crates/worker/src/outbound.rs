@@ -27,8 +27,9 @@
 //!   webhook lost (reconciliation's search never sees deleted contacts):
 //!   the push does what that webhook would have done (`apply_missing`) —
 //!   the integration's `deletion_mode` for a deleted contact, after which
-//!   the change that found it is skipped (`contact_deleted`; later changes
-//!   of an unlinked lead are pushed as for any lead without a contact), or
+//!   the change that found it is skipped (`contact_deleted`, as are all
+//!   changes made while the lead was linked to that contact; later changes
+//!   of the unlinked lead are pushed as for any lead without a contact), or
 //!   the re-pointing of a merge and the surviving contact's values applied
 //!   to the lead, after which the lead is pushed to that contact (a merge
 //!   involving another lead is dead-lettered, `merged_into_linked_contact`).
@@ -294,6 +295,14 @@ impl Outcome {
             .unwrap_or_else(|| chrono::Utc::now().timestamp_millis())
     }
 
+    /// Whether every change of `lead` in the batch was made while it was
+    /// linked to `contact` (its outbox row names that contact).
+    fn all_addressed_to(&self, lead: Uuid, contact: ContactId) -> bool {
+        self.changes
+            .get(&lead)
+            .is_some_and(|jobs| jobs.iter().all(|j| j.crm_id == Some(contact)))
+    }
+
     /// The contact a `delete` change of `lead` names (the lead row may be
     /// gone).
     fn deleted_contact(&self, lead: Uuid) -> Option<ContactId> {
@@ -510,6 +519,18 @@ async fn push_integration(
                 }
             }
             Some(lead) if lead.crm_id.is_some() => linked.push(lead.clone()),
+            // Changes made while the lead was linked to a contact HubSpot
+            // has since deleted (the deletion unlinked it): they were meant
+            // for that contact, which is not created again for them; a
+            // retried batch whose first try found the deletion lands here
+            // too. A change made after the unlink is pushed below.
+            Some(lead)
+                if lead
+                    .unlinked_crm_id
+                    .is_some_and(|c| out.all_addressed_to(id, c)) =>
+            {
+                out.skip(report, "contact_deleted", id, lead.unlinked_crm_id);
+            }
             Some(lead) if email_of(lead).is_some() => unlinked.push(lead.clone()),
             Some(_) => out.skip(report, "no_email", id, None),
         }

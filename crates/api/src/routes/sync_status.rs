@@ -237,8 +237,8 @@ pub fn explain(reason: &str) -> Option<&'static str> {
             "both sides changed the field; under `last_write_wins` the platform's change was the later one"
         }
         "contact_deleted" => {
-            "the push found the lead's HubSpot contact deleted (its webhook was lost) and applied the \
-             integration's deletion mode, as the webhook would have; this change was not sent"
+            "the change was made for a HubSpot contact since deleted in HubSpot; the integration's \
+             deletion mode unlinked or soft-deleted the lead, and this change was not sent"
         }
         "link_changed" => {
             "a HubSpot change moved the lead's link while this push applied a merge; its next change \

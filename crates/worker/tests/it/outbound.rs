@@ -1333,6 +1333,55 @@ async fn a_contact_deleted_while_its_webhook_was_lost_unlinks_the_lead_on_its_ne
 }
 
 #[tokio::test]
+async fn a_retried_batch_that_found_a_deletion_does_not_create_the_contact_again() {
+    // Arrange: a linked lead edited after a HubSpot user deleted its contact
+    // (webhook lost).
+    let env = TestEnv::new().await;
+    let (_, deps) = outbound(&env).await;
+    let (lead_id, contact_id) =
+        pushed_lead(&env, &deps, &[(LeadColumn::Email, "emmy@example.com")]).await;
+    env.sim
+        .control()
+        .archive_contact(PORTAL, contact_id.get(), None)
+        .expect("a user deletes the contact");
+    edit_lead(&env, lead_id, LeadColumn::JobTitle, "Algebraist").await;
+    let jobs = pending_jobs(&env).await;
+
+    // Act: the batch, then the same batch again, as after a failure later in
+    // its first run (the unlink was committed, the rest was not).
+    let first = process_push_batch(&deps, jobs.clone())
+        .await
+        .expect("batch pushed");
+    let retried = process_push_batch(&deps, jobs)
+        .await
+        .expect("batch pushed again");
+
+    // Assert: the change was meant for the deleted contact, both times.
+    assert_eq!(first.unlinked, 1, "{first:?}");
+    assert_eq!(
+        retried.skipped.get("contact_deleted"),
+        Some(&1),
+        "{retried:?}"
+    );
+    assert_eq!((retried.created, retried.upsert_calls), (0, 0));
+    let after = lead(&env, lead_id).await;
+    assert_eq!(
+        (after.crm_id, after.unlinked_crm_id),
+        (None, Some(contact_id))
+    );
+    assert!(
+        env.sim
+            .control()
+            .contacts(PORTAL)
+            .expect("contacts")
+            .iter()
+            .all(|c| c.archived),
+        "no contact created again"
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
 async fn in_soft_delete_mode_a_push_finding_its_contact_deleted_soft_deletes_the_lead() {
     // Arrange
     let env = TestEnv::new().await;
