@@ -268,6 +268,27 @@ impl Operation {
     }
 }
 
+/// Parses the JSON answer of `op`.
+pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(
+    op: Operation,
+    bytes: &'a [u8],
+) -> Result<T, HubSpotError> {
+    serde_json::from_slice(bytes).map_err(|source| HubSpotError::Decode {
+        what: op.as_str(),
+        source,
+    })
+}
+
+/// The JSON body of a request of `op`.
+fn encode(op: Operation, body: &impl serde::Serialize) -> Result<Bytes, HubSpotError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|source| HubSpotError::Decode {
+            what: op.as_str(),
+            source,
+        })
+}
+
 /// One HTTP request, replayable across retries.
 #[derive(Debug)]
 pub(crate) struct Call {
@@ -316,11 +337,7 @@ impl Call {
             PermitKind::Api
         };
         let mut call = Self::new(op, Method::POST, segments, Some(kind));
-        let bytes = serde_json::to_vec(body).map_err(|source| HubSpotError::Decode {
-            what: op.as_str(),
-            source,
-        })?;
-        call.body = Some((JSON, Bytes::from(bytes)));
+        call.body = Some((JSON, encode(op, body)?));
         Ok(call)
     }
 
@@ -333,11 +350,7 @@ impl Call {
         body: &impl serde::Serialize,
     ) -> Result<Self, HubSpotError> {
         let mut call = Self::new(op, method, segments, Some(PermitKind::Api));
-        let bytes = serde_json::to_vec(body).map_err(|source| HubSpotError::Decode {
-            what: op.as_str(),
-            source,
-        })?;
-        call.body = Some((JSON, Bytes::from(bytes)));
+        call.body = Some((JSON, encode(op, body)?));
         Ok(call)
     }
 

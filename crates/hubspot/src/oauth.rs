@@ -15,7 +15,7 @@ use url::Url;
 
 pub use tokens::{OAuthTokens, OAuthTokensConfig};
 
-use crate::client::{Call, Client, Operation};
+use crate::client::{Call, Client, Operation, decode};
 use crate::error::HubSpotError;
 
 /// Where a HubSpot user grants the app access (hubspot-api.md §7.1, the
@@ -211,11 +211,7 @@ impl Client {
             &["oauth", "v1", "access-tokens", access_token.expose_secret()],
         );
         let bytes = self.execute(None, &call).await?;
-        let wire: AccessTokenInfoWire =
-            serde_json::from_slice(&bytes).map_err(|source| HubSpotError::Decode {
-                what: Operation::AccessTokenInfo.as_str(),
-                source,
-            })?;
+        let wire: AccessTokenInfoWire = decode(Operation::AccessTokenInfo, &bytes)?;
         Ok(AccessTokenInfo {
             portal: PortalId::new(wire.hub_id),
             app_id: wire.app_id.map(AppId::new),
@@ -227,11 +223,7 @@ impl Client {
     async fn token_call(&self, op: Operation, form: String) -> Result<TokenSet, HubSpotError> {
         let call = Call::form(op, &["oauth", "v1", "token"], form);
         let bytes = self.execute(None, &call).await?;
-        let wire: TokenResponse =
-            serde_json::from_slice(&bytes).map_err(|source| HubSpotError::Decode {
-                what: op.as_str(),
-                source,
-            })?;
+        let wire: TokenResponse = decode(op, &bytes)?;
         Ok(TokenSet {
             access_token: SecretString::from(wire.access_token),
             refresh_token: SecretString::from(wire.refresh_token),

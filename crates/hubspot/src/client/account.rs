@@ -8,7 +8,7 @@ use leadsync_domain::PortalId;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{Call, Client, Operation};
+use super::{Call, Client, Operation, decode};
 use crate::error::HubSpotError;
 
 /// The account a token belongs to.
@@ -44,11 +44,7 @@ impl Client {
         )
         .bearer(token);
         let bytes = self.execute(None, &call).await?;
-        let wire: DetailsWire =
-            serde_json::from_slice(&bytes).map_err(|source| HubSpotError::Decode {
-                what: Operation::AccountDetails.as_str(),
-                source,
-            })?;
+        let wire: DetailsWire = decode(Operation::AccountDetails, &bytes)?;
         Ok(AccountDetails {
             portal: PortalId::new(wire.portal_id),
         })

@@ -8,7 +8,7 @@ use leadsync_domain::{AppId, ContactId, PortalId};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 
-use super::{Call, Client, MAX_BATCH, Operation};
+use super::{Call, Client, MAX_BATCH, Operation, decode};
 use crate::error::HubSpotError;
 
 const CONTACTS: &[&str] = &["crm", "v3", "objects", "contacts"];
@@ -275,13 +275,6 @@ struct WriteInput<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     id_property: Option<&'static str>,
     properties: &'a BTreeMap<String, String>,
-}
-
-fn decode<'a, T: Deserialize<'a>>(op: Operation, bytes: &'a [u8]) -> Result<T, HubSpotError> {
-    serde_json::from_slice(bytes).map_err(|source| HubSpotError::Decode {
-        what: op.as_str(),
-        source,
-    })
 }
 
 fn contacts_path<'a>(extra: &[&'a str]) -> Vec<&'a str> {

@@ -5,7 +5,7 @@ use leadsync_domain::PortalId;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{Call, Client, Operation};
+use super::{Call, Client, Operation, decode};
 use crate::error::HubSpotError;
 
 const PROPERTIES: &[&str] = &["crm", "v3", "properties", "contacts"];
@@ -112,12 +112,7 @@ impl Client {
     ) -> Result<PropertyCreated, HubSpotError> {
         let call = Call::post_json(Operation::CreateProperty, PROPERTIES, property)?;
         match self.execute(Some(portal), &call).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(PropertyCreated::Created)
-                .map_err(|source| HubSpotError::Decode {
-                    what: Operation::CreateProperty.as_str(),
-                    source,
-                }),
+            Ok(bytes) => decode(Operation::CreateProperty, &bytes).map(PropertyCreated::Created),
             Err(HubSpotError::Permanent { status: 409, .. }) => Ok(PropertyCreated::AlreadyExists),
             Err(e) => Err(e),
         }
@@ -202,10 +197,7 @@ impl Client {
             &OptionsUpdate { options },
         )?;
         let bytes = self.execute(Some(portal), &call).await?;
-        serde_json::from_slice(&bytes).map_err(|source| HubSpotError::Decode {
-            what: Operation::UpdateProperty.as_str(),
-            source,
-        })
+        decode(Operation::UpdateProperty, &bytes)
     }
 
     /// Reads a contact property; an unknown name is [`HubSpotError::NotFound`].
@@ -217,9 +209,6 @@ impl Client {
         let path: Vec<&str> = PROPERTIES.iter().copied().chain([name]).collect();
         let call = Call::get(Operation::GetProperty, &path);
         let bytes = self.execute(Some(portal), &call).await?;
-        serde_json::from_slice(&bytes).map_err(|source| HubSpotError::Decode {
-            what: Operation::GetProperty.as_str(),
-            source,
-        })
+        decode(Operation::GetProperty, &bytes)
     }
 }

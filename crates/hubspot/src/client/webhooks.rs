@@ -8,7 +8,7 @@ use reqwest::Method;
 use secrecy::SecretString;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{Call, Client, Operation};
+use super::{Call, Client, Operation, decode};
 use crate::error::HubSpotError;
 
 /// The public app whose webhooks are managed, with its developer API key.
@@ -120,13 +120,6 @@ enum SubscriptionList {
 #[derive(Serialize)]
 struct ActiveBody {
     active: bool,
-}
-
-fn decode<'a, T: Deserialize<'a>>(op: Operation, bytes: &'a [u8]) -> Result<T, HubSpotError> {
-    serde_json::from_slice(bytes).map_err(|source| HubSpotError::Decode {
-        what: op.as_str(),
-        source,
-    })
 }
 
 impl Client {
